@@ -1,0 +1,29 @@
+# sparsecl: sparse-network continual learning, one Snakemake DAG per config.
+#
+#   snakemake --cores 4 --resources gpu=1 all                 # embedded default (digits)
+#   snakemake ... all --configfile config/papers/<paper>.yaml  # a paper's grid
+#   snakemake --report results/report.html                    # tables, plots, provenance
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/runs.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        report_outputs(),

@@ -1,0 +1,147 @@
+"""The `sparsecl` command: one sub-command per workflow rule, every path explicit.
+
+Errors a user can fix (bad config, missing or corrupt data) print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import SparseclError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+data_app = typer.Typer(no_args_is_help=True, help="Download, prepare and split datasets.")
+app.add_typer(data_app, name="data")
+
+PathArg = Annotated[Path, typer.Option()]
+
+
+def _device(requested: str, threads: int):
+    import torch
+
+    from .engine import select_device
+
+    torch.set_num_threads(max(threads, 1))
+    return select_device(requested)
+
+
+@data_app.command("prepare")
+def data_prepare(dataset: str, raw_dir: PathArg, out_dir: PathArg, seed: int = 0) -> None:
+    """Turn the raw files of DATASET into the uint8 format (train/test images, labels, meta.json)."""
+    from .data import get_dataset
+
+    get_dataset(dataset).prepare(raw_dir, out_dir, seed)
+
+
+@data_app.command("scenario")
+def data_scenario(dataset: str, data_dir: PathArg, spec: Annotated[str, typer.Option(help="scenario spec as JSON")], out: PathArg) -> None:
+    """Write the task split (class order, holdout, chunks, exemplars) of DATASET."""
+    from .stages import make_scenario
+
+    make_scenario(dataset, data_dir, spec, out)
+
+
+@app.command("run-config")
+def run_config(json_config: Annotated[str, typer.Option("--json", help="resolved run config as JSON")], out: PathArg) -> None:
+    """Write one run's fully resolved configuration."""
+    from .stages import write_run_config
+
+    write_run_config(json_config, out)
+
+
+@app.command()
+def train(
+    config: PathArg,
+    data_dir: PathArg,
+    scenario: PathArg,
+    task: Annotated[int, typer.Option()],
+    out_model: PathArg,
+    out_masks: PathArg,
+    out_log: PathArg,
+    resume: PathArg,
+    prev_model: Annotated[Optional[Path], typer.Option()] = None,
+    prev_masks: Annotated[Optional[Path], typer.Option()] = None,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Train one task, starting from the previous task's model and masks."""
+    from .stages import train as train_stage
+
+    train_stage(config, data_dir, scenario, task, prev_model, prev_masks, out_model, out_masks, out_log, resume, _device(device, threads))
+
+
+@app.command()
+def evaluate(
+    config: PathArg,
+    data_dir: PathArg,
+    scenario: PathArg,
+    task: Annotated[int, typer.Option()],
+    model: PathArg,
+    masks: Annotated[list[Path], typer.Option(help="masks file of every task 0..TASK, in order")],
+    out: PathArg,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Evaluate the model after TASK on every seen task (task-IL and class-IL)."""
+    from .stages import evaluate as evaluate_stage
+
+    evaluate_stage(config, data_dir, scenario, task, model, masks, out, _device(device, threads))
+
+
+@app.command()
+def summarize(
+    config: PathArg,
+    evals: Annotated[list[Path], typer.Option("--eval", help="eval file of every task, in order")],
+    out_metrics: PathArg,
+    out_matrix: PathArg,
+) -> None:
+    """Accuracy matrix and ACC, BWT, forgetting, learning accuracy of one run."""
+    from .stages import summarize as summarize_stage
+
+    summarize_stage(config, evals, out_metrics, out_matrix)
+
+
+@app.command()
+def report(
+    metrics: Annotated[list[Path], typer.Option("--metrics", help="metrics file of every run")],
+    matrices: Annotated[list[Path], typer.Option("--matrix", help="accuracy matrix of every run, same order")],
+    reported: Annotated[str, typer.Option(help="JSON: experiment -> point -> paper values")],
+    tables_dir: PathArg,
+    plots_dir: PathArg,
+    decimals: int = 1,
+    tolerance: float = 2.0,
+) -> None:
+    """Tables (mean ± std over seeds), the reproduction ledger and plots."""
+    from .report import build_report
+
+    build_report(metrics, matrices, reported, tables_dir, plots_dir, decimals=decimals, tolerance=tolerance)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except SparseclError as err:
+        print(f"sparsecl: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyError as err:  # registry lookups
+        print(f"sparsecl: error: {err.args[0]}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

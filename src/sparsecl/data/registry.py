@@ -1,0 +1,52 @@
+"""What a dataset is to the pipeline: its shape, class count, augmentation policy and preparer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset's upstream distribution, with its published checksum."""
+
+    filename: str
+    url: str
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Static facts about a dataset plus the function that turns raw files into the uint8 format.
+
+    `prepare(raw_dir, out_dir, seed)` reads the downloaded (or manual) files in `raw_dir` and
+    writes `out_dir/{train,test}/{images,labels}.npy` and `out_dir/meta.json` via `write_prepared`.
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]  # H, W, C
+    prepare: Callable[[Path, Path, int], None]
+    crop_padding: int = 4  # pad-and-random-crop augmentation; 0 disables it
+    hflip: bool = True
+    files: tuple[RemoteFile, ...] = ()  # downloaded by the download rule; empty: built in or manual
+    manual: str | None = None  # a file the user must place under resources/manual/, with instructions
+    mean: tuple[float, ...] | None = None  # published normalisation constants; None: computed from train
+    std: tuple[float, ...] | None = None
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def needs_download(self) -> bool:
+        return bool(self.files)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    return DATASETS.get(name)

@@ -1,0 +1,98 @@
+"""The whole dataset as one uint8 tensor on the device, batched and augmented there.
+
+Batches are drawn by index: a task is just an index tensor, so no per-task copies or
+DataLoaders exist. Augmentation (pad + random crop, horizontal flip) and normalisation are
+batched tensor ops driven by one seeded torch.Generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class DeviceData:
+    images: torch.Tensor  # uint8 [N, C, H, W] on the device
+    labels: torch.Tensor  # int64 [N] training labels (-1: class outside the scenario)
+    mean: torch.Tensor  # float [1, C, 1, 1]
+    std: torch.Tensor
+    crop_padding: int = 0
+    hflip: bool = False
+
+    @classmethod
+    def from_numpy(
+        cls,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mean,
+        std,
+        device: torch.device,
+        *,
+        crop_padding: int = 0,
+        hflip: bool = False,
+    ) -> DeviceData:
+        """`images` uint8 [N, H, W, C]; `labels` already mapped to training labels."""
+        tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+        memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        tensor = tensor.contiguous(memory_format=memory_format)
+        stats = dict(device=device, dtype=torch.float32)
+        return cls(
+            images=tensor,
+            labels=torch.as_tensor(labels, dtype=torch.int64, device=device),
+            mean=torch.tensor(mean, **stats).view(1, -1, 1, 1),
+            std=torch.tensor(std, **stats).view(1, -1, 1, 1),
+            crop_padding=crop_padding,
+            hflip=hflip,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def indices_of(self, labels: list[int] | range, subset: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """Indices (within `subset`, if given) whose label is in `labels`."""
+        wanted = torch.as_tensor(list(labels), device=self.device)
+        pool = torch.arange(len(self.labels), device=self.device) if subset is None else torch.as_tensor(subset, device=self.device)
+        return pool[torch.isin(self.labels[pool], wanted)]
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[idx]
+        if augment and generator is not None:
+            x = self._augment(x, generator)
+        x = (x.float() / 255.0 - self.mean) / self.std
+        return x, self.labels[idx]
+
+    def batches(
+        self,
+        idx: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if shuffle:
+            idx = idx[torch.randperm(len(idx), generator=generator, device=self.device)]
+        for start in range(0, len(idx), batch_size):
+            yield self.batch(idx[start : start + batch_size], generator, augment)
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            batch = torch.arange(n, device=x.device)[:, None, None, None]
+            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[batch, chans, rows, cols]
+        if self.hflip:
+            flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x

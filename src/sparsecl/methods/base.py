@@ -1,0 +1,135 @@
+"""The interface every method implements, and the default per-task evaluation.
+
+A method trains one task at a time (`train_task`), starting from what the previous task's
+stage wrote (model weights, masks, method state), and returns what this task's stage writes.
+Evaluation after task t asks the method for a model per evaluated task (`model_for`) and
+scores task-IL (only that task's classes compete) and class-IL (all seen classes compete).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..config import RunConfig
+from ..engine import DeviceData, predict_logits
+from ..registry import Registry
+from ..scenarios import Scenario
+
+
+@dataclass
+class TaskContext:
+    """Everything a method may use to train task `task`; nothing else is read."""
+
+    run: RunConfig
+    task: int
+    scenario: Scenario
+    data: DeviceData  # the training split; labels are training labels (-1 outside the scenario)
+    device: torch.device
+    generator: torch.Generator  # drives order and augmentation
+    model: nn.Module  # task t-1's weights (fresh, seeded init for t = 0)
+    prev_masks: dict[str, Any]  # task t-1's masks file ({} for t = 0)
+    prev_extra: dict[str, Any]  # method state task t-1 stored in its model file
+    resume_path: Path  # epoch-level resume file, outside the stage's declared outputs
+    log: Callable[[str], None]
+
+    def labels_of(self, tasks: range | list[int]) -> list[int]:
+        return [label for t in tasks for label in self.scenario.tasks[t]]
+
+    def train_index(self, tasks: range | list[int]) -> torch.Tensor:
+        """Training images of `tasks` (the validation holdout excluded)."""
+        return self.data.indices_of(self.labels_of(tasks), self.scenario.train_index)
+
+    def val_index(self, tasks: range | list[int]) -> torch.Tensor:
+        return self.data.indices_of(self.labels_of(tasks), self.scenario.val_index)
+
+
+@dataclass
+class TaskResult:
+    """What a training stage writes: weights, masks (their own file), method state, per-epoch log."""
+
+    model_state: dict[str, torch.Tensor]
+    masks: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    log_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EvalContext:
+    run: RunConfig
+    task: int  # the last trained task; tasks 0..task are evaluated
+    scenario: Scenario
+    data: DeviceData  # the test split
+    device: torch.device
+    generator: torch.Generator
+    model: nn.Module  # weights after `task`
+    masks: list[dict[str, Any]]  # masks file of every task 0..task
+    extra: dict[str, Any]
+
+    def test_index(self, task: int) -> torch.Tensor:
+        return self.data.indices_of(self.scenario.tasks[task])
+
+    def seen_labels(self) -> int:
+        """Number of training labels seen after `task` (labels are contiguous per task)."""
+        return max(label for t in range(self.task + 1) for label in self.scenario.tasks[t]) + 1
+
+
+class Method:
+    """Base class; subclasses set `name` and implement `train_task`."""
+
+    name: ClassVar[str]
+
+    def train_task(self, ctx: TaskContext) -> TaskResult:
+        raise NotImplementedError
+
+    def model_for(self, ctx: EvalContext, task: int | None) -> nn.Module:
+        """The network that answers for `task` (None: class-IL, task unknown). Dense: one network."""
+        return ctx.model
+
+    def evaluate(self, ctx: EvalContext) -> list[dict[str, Any]]:
+        """Accuracy on every seen task's test images: task-IL and class-IL, one row per task."""
+        rows = []
+        seen = ctx.seen_labels()
+        cil_model = self.model_for(ctx, None)
+        batch = ctx.run.train.eval_batch_size
+        for j in range(ctx.task + 1):
+            idx = ctx.test_index(j)
+            labels = ctx.data.labels[idx]
+            task_labels = torch.as_tensor(ctx.scenario.tasks[j], device=ctx.device)
+            til_logits = predict_logits(self.model_for(ctx, j), ctx.data, idx, batch)
+            til_pred = task_labels[til_logits[:, task_labels].argmax(1)]
+            cil_pred = predict_logits(cil_model, ctx.data, idx, batch)[:, :seen].argmax(1)
+            rows.append(
+                {
+                    "task_trained": ctx.task,
+                    "task_eval": j,
+                    "n": int(len(idx)),
+                    "acc_til": _percent(til_pred == labels),
+                    "acc_cil": _percent(cil_pred == labels),
+                }
+            )
+        return rows
+
+
+def _percent(hits: torch.Tensor) -> float:
+    return 100.0 * float(hits.float().mean()) if len(hits) else float("nan")
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str):
+    def add(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return add
+
+
+def get_method(name: str) -> Method:
+    return METHODS.get(name)()

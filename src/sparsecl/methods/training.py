@@ -1,0 +1,121 @@
+"""`fit`: the multi-epoch loop every offline method shares, with epoch-level resume.
+
+After every epoch the full training state (model, optimiser, scheduler, generator, method
+state, best-so-far) is written atomically to the task's resume file. A job killed mid-task and
+rerun continues from the last completed epoch and ends bit-identical (CPU) to an uninterrupted
+run. The resume file lives outside the stage's declared outputs because Snakemake deletes the
+outputs of failed jobs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+from ..engine import EpochStats, train_epoch
+from ..engine.loop import LossFn
+from ..io import load_torch, save_torch
+from .base import TaskContext
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def fit(
+    ctx: TaskContext,
+    idx: torch.Tensor,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    augment: bool,
+    after_backward: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    method_state: Stateful | None = None,
+    score: Callable[[EpochStats], float] | None = None,
+) -> list[dict[str, Any]]:
+    """Train `ctx.model` for `epochs` epochs on `idx`; return one log row per epoch.
+
+    With `score`, the epoch with the highest score is kept (model and method state restored
+    at the end), otherwise the last epoch is.
+    """
+    model = ctx.model
+    rows: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    start = 0
+    if ctx.resume_path.exists():
+        saved = load_torch(ctx.resume_path, map_location=ctx.device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        ctx.generator.set_state(saved["generator"].to(ctx.generator.device) if ctx.generator.device.type != "cpu" else saved["generator"])
+        if method_state is not None:
+            method_state.load_state_dict(saved["method_state"])
+        rows, best, start = saved["rows"], saved["best"], saved["epoch"] + 1
+        ctx.log(f"resumed task {ctx.task} after epoch {start} from {ctx.resume_path}")
+    for epoch in range(start, epochs):
+        stats = train_epoch(
+            model,
+            optimizer,
+            ctx.data,
+            idx,
+            epoch=epoch,
+            batch_size=batch_size,
+            generator=ctx.generator,
+            augment=augment,
+            loss_fn=loss_fn,
+            after_backward=after_backward,
+            after_step=after_step,
+        )
+        if scheduler is not None:
+            scheduler.step()
+        row = {
+            "task": ctx.task,
+            "epoch": epoch,
+            "loss": stats.loss,
+            "train_acc": stats.accuracy,
+            "images_per_s": stats.images_per_second,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        line = stats.line(epochs, prefix=f"task {ctx.task} ")
+        if score is not None:
+            row["score"] = value = float(score(stats))
+            line += f" score {value:.2f}"
+            if best is None or value > best["score"]:
+                best = {
+                    "score": value,
+                    "epoch": epoch,
+                    "model": copy.deepcopy(model.state_dict()),
+                    "method_state": copy.deepcopy(method_state.state_dict()) if method_state else None,
+                }
+        rows.append(row)
+        ctx.log(line)
+        save_torch(
+            ctx.resume_path,
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "generator": ctx.generator.get_state(),
+                "method_state": method_state.state_dict() if method_state else None,
+                "rows": rows,
+                "best": best,
+            },
+        )
+    if best is not None:
+        model.load_state_dict(best["model"])
+        if method_state is not None:
+            method_state.load_state_dict(best["method_state"])
+        ctx.log(f"task {ctx.task}: kept epoch {best['epoch'] + 1} (score {best['score']:.2f})")
+        for row in rows:
+            row["selected"] = row["epoch"] == best["epoch"]
+    return rows

@@ -1,0 +1,227 @@
+"""Continual-learning scenarios, all seeded and written to files that later stages read.
+
+A scenario fixes, for one prepared dataset:
+  * the class order and which classes form each task (class-incremental), or the sample
+    chunks each step sees (data-incremental, all classes in every step);
+  * a per-class validation holdout carved from the training set;
+  * optional per-class exemplar sets (a fixed memory of training images).
+
+Classes are relabelled by their position in the class order, so task t always owns the
+contiguous labels [t*k, (t+1)*k), as in the upstream codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .io import atomic_path, config_hash, read_json, write_json
+
+CLASS_ORDERS = ("natural", "permuted")
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    kind: str = "class"  # "class": disjoint classes per task; "data": sample chunks of all classes
+    num_tasks: int = 5
+    classes_per_task: int = 2  # class-incremental only
+    class_order: str | tuple[int, ...] = "natural"  # natural | permuted | explicit list of class ids
+    order_seed: int = 0
+    chunks: tuple[int, ...] = ()  # data-incremental: relative chunk sizes, e.g. (1, 1, 1, 1)
+    validation_fraction: float = 0.0  # per class, carved from train
+    exemplars_per_class: int = 0  # per class, drawn from the training part
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.class_order, list):
+            object.__setattr__(self, "class_order", tuple(self.class_order))
+        if isinstance(self.chunks, list):
+            object.__setattr__(self, "chunks", tuple(self.chunks))
+
+    @property
+    def id(self) -> str:
+        """Readable and stable: the seeds are in the id, an explicit order by its hash."""
+        if self.kind == "data":
+            parts = ["data", "chunks" + "-".join(map(str, self.chunks))]
+        else:
+            order = self.class_order
+            order_tag = order if isinstance(order, str) else "order" + config_hash(list(order))[:8]
+            if order == "permuted":
+                order_tag = f"perm{self.order_seed}"
+            parts = [f"class-t{self.num_tasks}k{self.classes_per_task}", order_tag]
+        if self.validation_fraction:
+            parts.append(f"val{self.validation_fraction:g}")
+        if self.exemplars_per_class:
+            parts.append(f"ex{self.exemplars_per_class}")
+        parts.append(f"s{self.split_seed}")
+        return "-".join(parts)
+
+    def check(self, num_classes: int, where: str = "scenario") -> None:
+        """Raise a one-line ConfigError for an impossible scenario on a dataset with `num_classes`."""
+        if self.kind not in ("class", "data"):
+            raise ConfigError(f"{where}.kind: expected 'class' or 'data', got {self.kind!r}")
+        if self.num_tasks < 1:
+            raise ConfigError(f"{where}.num_tasks: expected >= 1, got {self.num_tasks}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"{where}.validation_fraction: expected in [0, 1), got {self.validation_fraction}")
+        if self.kind == "data":
+            if len(self.chunks) != self.num_tasks or any(c <= 0 for c in self.chunks):
+                raise ConfigError(f"{where}.chunks: expected {self.num_tasks} positive sizes, got {list(self.chunks)}")
+            return
+        needed = self.num_tasks * self.classes_per_task
+        if self.classes_per_task < 1 or needed > num_classes:
+            raise ConfigError(
+                f"{where}: num_tasks x classes_per_task = {self.num_tasks} x {self.classes_per_task} = {needed}"
+                f" exceeds the dataset's {num_classes} classes"
+            )
+        order = self.class_order
+        if isinstance(order, str):
+            if order not in CLASS_ORDERS:
+                raise ConfigError(f"{where}.class_order: expected one of {CLASS_ORDERS} or a list, got {order!r}")
+        elif sorted(set(order)) != sorted(order) or len(order) < needed or not all(0 <= c < num_classes for c in order):
+            raise ConfigError(
+                f"{where}.class_order: expected at least {needed} distinct class ids in [0, {num_classes}), got {list(order)}"
+            )
+
+
+@dataclass
+class Scenario:
+    """A built scenario: what every stage reads to know which images belong to which task."""
+
+    spec: ScenarioSpec
+    dataset: str
+    class_order: list[int]  # dataset class id at each position; position = training label
+    tasks: list[list[int]]  # training labels (positions) of each task
+    train_index: np.ndarray  # indices into the prepared train split used for training
+    val_index: np.ndarray  # the held-out validation part
+    chunk_index: list[np.ndarray] = field(default_factory=list)  # data-incremental: train indices per step
+    exemplar_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_order)
+
+    def label_map(self, dataset_classes: int) -> np.ndarray:
+        """dataset class id -> training label, -1 for classes outside the scenario."""
+        mapping = np.full(dataset_classes, -1, dtype=np.int64)
+        mapping[self.class_order] = np.arange(len(self.class_order))
+        return mapping
+
+    def task_of_label(self) -> np.ndarray:
+        out = np.zeros(self.num_classes, dtype=np.int64)
+        for t, labels in enumerate(self.tasks):
+            out[labels] = t
+        return out
+
+
+def build_scenario(spec: ScenarioSpec, dataset: str, train_labels: np.ndarray, num_classes: int) -> Scenario:
+    """Build a scenario from the dataset's training labels; everything random uses the spec's seeds."""
+    spec.check(num_classes)
+    if spec.kind == "data":
+        order = list(range(num_classes))
+        tasks = [list(range(num_classes)) for _ in range(spec.num_tasks)]
+    else:
+        needed = spec.num_tasks * spec.classes_per_task
+        if spec.class_order == "natural":
+            order = list(range(needed))
+        elif spec.class_order == "permuted":
+            order = [int(c) for c in np.random.default_rng(spec.order_seed).permutation(num_classes)[:needed]]
+        else:
+            order = [int(c) for c in spec.class_order[:needed]]
+        k = spec.classes_per_task
+        tasks = [list(range(t * k, (t + 1) * k)) for t in range(spec.num_tasks)]
+    rng = np.random.default_rng(spec.split_seed)
+    in_scenario = np.isin(train_labels, order)
+    train_parts, val_parts, exemplar_parts = [], [], []
+    per_class_train: dict[int, np.ndarray] = {}
+    for cls in order:
+        idx = np.flatnonzero(train_labels == cls)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(spec.validation_fraction * len(idx)))
+        val_parts.append(idx[:n_val])
+        train_part = idx[n_val:]
+        per_class_train[cls] = train_part
+        train_parts.append(train_part)
+        if spec.exemplars_per_class:
+            if spec.exemplars_per_class > len(train_part):
+                raise ConfigError(
+                    f"scenario.exemplars_per_class: {spec.exemplars_per_class} exceeds the"
+                    f" {len(train_part)} training images of class {cls}"
+                )
+            exemplar_parts.append(np.sort(train_part[rng.permutation(len(train_part))[: spec.exemplars_per_class]]))
+    assert in_scenario.sum() == sum(len(p) for p in train_parts) + sum(len(p) for p in val_parts)
+    chunks: list[np.ndarray] = []
+    if spec.kind == "data":
+        chunks = _stratified_chunks(per_class_train, spec.chunks, rng)
+    return Scenario(
+        spec=spec,
+        dataset=dataset,
+        class_order=order,
+        tasks=tasks,
+        train_index=np.sort(np.concatenate(train_parts)),
+        val_index=np.sort(np.concatenate(val_parts)) if val_parts else np.zeros(0, np.int64),
+        chunk_index=chunks,
+        exemplar_index=np.concatenate(exemplar_parts) if exemplar_parts else np.zeros(0, np.int64),
+    )
+
+
+def _stratified_chunks(per_class: dict[int, np.ndarray], ratios: tuple[int, ...], rng) -> list[np.ndarray]:
+    """Split every class's (already shuffled) training indices in the given ratios."""
+    fractions = np.cumsum(ratios) / np.sum(ratios)
+    chunks: list[list[np.ndarray]] = [[] for _ in ratios]
+    for idx in per_class.values():
+        bounds = np.rint(fractions * len(idx)).astype(int)
+        start = 0
+        for c, stop in enumerate(bounds):
+            chunks[c].append(idx[start:stop])
+            start = stop
+    return [np.sort(np.concatenate(parts)) for parts in chunks]
+
+
+def save_scenario(scenario: Scenario, json_path: str | Path) -> None:
+    """Write `<id>.json` (human-readable) and `<id>.npz` (index arrays) side by side."""
+    json_path = Path(json_path)
+    arrays = {"train_index": scenario.train_index, "val_index": scenario.val_index, "exemplar_index": scenario.exemplar_index}
+    arrays.update({f"chunk{i}": c for i, c in enumerate(scenario.chunk_index)})
+    with atomic_path(json_path.with_suffix(".npz")) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    spec = asdict(scenario.spec)
+    write_json(
+        json_path,
+        {
+            "id": scenario.spec.id,
+            "dataset": scenario.dataset,
+            "spec": spec,
+            "class_order": scenario.class_order,
+            "tasks": scenario.tasks,
+            "num_train": int(len(scenario.train_index)),
+            "num_val": int(len(scenario.val_index)),
+            "num_exemplars": int(len(scenario.exemplar_index)),
+            "chunk_sizes": [int(len(c)) for c in scenario.chunk_index],
+        },
+    )
+
+
+def load_scenario(json_path: str | Path) -> Scenario:
+    json_path = Path(json_path)
+    doc = read_json(json_path)
+    npz_path = json_path.with_suffix(".npz")
+    try:
+        arrays = np.load(npz_path)
+    except FileNotFoundError:
+        raise DataError(f"{npz_path}: scenario index file not found") from None
+    chunks = [arrays[f"chunk{i}"] for i in range(len(doc.get("chunk_sizes", [])))]
+    return Scenario(
+        spec=ScenarioSpec(**doc["spec"]),
+        dataset=doc["dataset"],
+        class_order=doc["class_order"],
+        tasks=doc["tasks"],
+        train_index=arrays["train_index"],
+        val_index=arrays["val_index"],
+        chunk_index=chunks,
+        exemplar_index=arrays["exemplar_index"],
+    )

@@ -1,0 +1,202 @@
+# Config -> table of runs, path helpers and wildcard constraints. No rules here.
+
+import json
+import re
+import shutil
+import sys
+import hashlib
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from sparsecl.errors import ConfigError  # noqa: E402
+from sparsecl.experiments import load_schema, plan_runs, validate  # noqa: E402
+
+SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+try:
+    config.update(validate(config, SCHEMA))
+    PLANNED = plan_runs(config, SCHEMA)
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
+RUNS = {p.run.run_id: p for p in PLANNED}
+RUN_DIR = "results/runs/{experiment}/{point}/seed{seed}"
+
+
+wildcard_constraints:
+    experiment=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    point=r"[^/]+",
+    seed=r"\d+",
+    task=r"\d+",
+    dataset=r"[a-z0-9_]+",
+
+
+def code_fingerprint(*parts):
+    """Hash of the package sources a stage runs, so a code change reruns exactly that stage."""
+    root = Path(workflow.basedir) / "src" / "sparsecl"
+    digest = hashlib.sha256()
+    files = []
+    for part in parts:
+        path = root / part
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# Training and evaluation depend on everything but the report, metrics and CLI-plumbing code.
+TRAIN_CODE = code_fingerprint(
+    "config.py",
+    "data",
+    "engine",
+    "io.py",
+    "methods",
+    "models",
+    "scenarios.py",
+    "sparse",
+    "stages.py",
+)
+SUMMARY_CODE = code_fingerprint("metrics.py")
+
+
+def gpus_per_job():
+    """1 when training runs on a GPU (explicit cuda, or auto with an NVIDIA driver), else 0."""
+    requested = config.get("gpus_per_job", "auto")
+    if requested != "auto":
+        return int(requested)
+    device = config["device"]
+    if device.startswith("cuda"):
+        return 1
+    return int(device == "auto" and shutil.which("nvidia-smi") is not None)
+
+
+GPUS = gpus_per_job()
+
+
+def method_experiments(*methods):
+    """Regex matching the experiments of `methods` (never matches if there are none)."""
+    names = sorted({p.run.experiment for p in PLANNED if p.run.method in methods})
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
+
+
+def run_of(wildcards):
+    run_id = f"{wildcards.experiment}/{wildcards.point}/seed{wildcards.seed}"
+    try:
+        return RUNS[run_id].run
+    except KeyError:
+        raise WorkflowError(f"no run {run_id!r} in the config") from None
+
+
+def run_path(run, *parts):
+    return "/".join(["results/runs", run.run_id, *parts])
+
+
+def data_dir(dataset):
+    return f"resources/data/{dataset}"
+
+
+def scenario_file(run):
+    return f"resources/scenarios/{run.dataset}/{run.scenario_id}.json"
+
+
+SCENARIOS = {
+    (p.run.dataset, p.run.scenario_id): p.run.scenario for p in PLANNED
+}
+
+
+def scenario_spec_json(wildcards):
+    from dataclasses import asdict
+
+    spec = SCENARIOS[(wildcards.dataset, wildcards.scenario)]
+    return json.dumps(asdict(spec), sort_keys=True)
+
+
+def run_config_json(wildcards):
+    return json.dumps(run_of(wildcards).to_dict(), sort_keys=True)
+
+
+def stage_inputs(wildcards):
+    """What every per-task stage of a run reads: its config, the prepared data and the scenario."""
+    run = run_of(wildcards)
+    return {
+        "config": run_path(run, "config.yaml"),
+        "meta": f"{data_dir(run.dataset)}/meta.json",
+        "scenario": scenario_file(run),
+    }
+
+
+def train_inputs(wildcards):
+    inputs = stage_inputs(wildcards)
+    task = int(wildcards.task)
+    if task > 0:
+        run = run_of(wildcards)
+        inputs["prev_model"] = run_path(run, f"task{task - 1}", "model.pt")
+        inputs["prev_masks"] = run_path(run, f"task{task - 1}", "masks.pt")
+    return inputs
+
+
+def prev_task_args(wildcards, input):
+    if int(wildcards.task) == 0:
+        return ""
+    return f"--prev-model {input.prev_model} --prev-masks {input.prev_masks}"
+
+
+def resume_file(wildcards):
+    """Epoch-level resume state: outside the declared outputs, which Snakemake deletes on failure."""
+    return f"results/resume/{run_of(wildcards).run_id}/task{wildcards.task}.pt"
+
+
+def eval_inputs(wildcards):
+    inputs = stage_inputs(wildcards)
+    run = run_of(wildcards)
+    task = int(wildcards.task)
+    inputs["model"] = run_path(run, f"task{task}", "model.pt")
+    inputs["masks"] = [run_path(run, f"task{t}", "masks.pt") for t in range(task + 1)]
+    return inputs
+
+
+def summarize_inputs(wildcards):
+    run = run_of(wildcards)
+    return {
+        "config": run_path(run, "config.yaml"),
+        "evals": [
+            run_path(run, f"task{t}", "eval.parquet")
+            for t in range(run.scenario.num_tasks)
+        ],
+    }
+
+
+def all_metrics():
+    return [run_path(p.run, "metrics.parquet") for p in PLANNED]
+
+
+def all_matrices():
+    return [run_path(p.run, "accuracy_matrix.csv") for p in PLANNED]
+
+
+def reported_json():
+    reported = {}
+    for p in PLANNED:
+        entry = reported.setdefault(p.run.experiment, {})
+        entry[p.run.point] = {"values": p.reported, "source": p.reported_source}
+    return json.dumps(reported, sort_keys=True)
+
+
+def experiment_points():
+    return sorted({(p.run.experiment, p.run.point) for p in PLANNED})
+
+
+def report_outputs():
+    tables = [
+        f"results/tables/summary.{ext}" for ext in ("md", "csv", "parquet")
+    ] + ["results/tables/reproduction.md"]
+    plots = [
+        f"results/plots/{experiment}/{point}/accuracy_matrix.png"
+        for experiment, point in experiment_points()
+    ] + [
+        f"results/plots/{experiment}/accuracy_curve.png"
+        for experiment in sorted({e for e, _ in experiment_points()})
+    ]
+    return tables + plots

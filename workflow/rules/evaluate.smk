@@ -1,0 +1,46 @@
+# Evaluate each task's model on every seen task; summarize a run into its accuracy matrix.
+
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+    output:
+        "results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
+    log:
+        "results/logs/evaluate/{experiment}/{point}/seed{seed}/task{task}.log",
+    params:
+        code=TRAIN_CODE,
+        device=config["device"],
+        data_dir=subpath(input.meta, parent=True),
+    threads: 1
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../../envs/sparsecl.yaml"
+    shell:
+        "sparsecl evaluate --config {input.config} --data-dir {params.data_dir}"
+        " --scenario {input.scenario} --task {wildcards.task} --model {input.model}"
+        " $(printf -- '--masks %s ' {input.masks}) --out {output}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        unpack(summarize_inputs),
+    output:
+        metrics="results/runs/{experiment}/{point}/seed{seed}/metrics.parquet",
+        matrix="results/runs/{experiment}/{point}/seed{seed}/accuracy_matrix.csv",
+    log:
+        "results/logs/summarize/{experiment}/{point}/seed{seed}.log",
+    params:
+        code=SUMMARY_CODE,
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/sparsecl.yaml"
+    shell:
+        "sparsecl summarize --config {input.config} $(printf -- '--eval %s ' {input.evals})"
+        " --out-metrics {output.metrics} --out-matrix {output.matrix} > {log} 2>&1"

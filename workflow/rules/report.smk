@@ -1,0 +1,57 @@
+# Tables (mean ± std over seeds), the reproduction ledger and plots. Cheap: runs locally.
+
+
+localrules:
+    report,
+
+
+rule report:
+    input:
+        metrics=all_metrics(),
+        matrices=all_matrices(),
+    output:
+        summary_md=report(
+            "results/tables/summary.md",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
+        summary_csv="results/tables/summary.csv",
+        summary_parquet="results/tables/summary.parquet",
+        ledger=report(
+            "results/tables/reproduction.md",
+            caption="../report/reproduction.rst",
+            category="Tables",
+        ),
+        matrix_plots=report(
+            expand(
+                "results/plots/{ep[0]}/{ep[1]}/accuracy_matrix.png",
+                ep=experiment_points(),
+            ),
+            caption="../report/accuracy_matrix.rst",
+            category="Accuracy matrices",
+        ),
+        curve_plots=report(
+            expand(
+                "results/plots/{experiment}/accuracy_curve.png",
+                experiment=sorted({e for e, _ in experiment_points()}),
+            ),
+            caption="../report/accuracy_curve.rst",
+            category="Accuracy curves",
+        ),
+    log:
+        "results/logs/report/report.log",
+    params:
+        reported=reported_json(),
+        decimals=config["report"]["decimals"],
+        tolerance=config["report"]["tolerance"],
+        tables_dir=subpath(output.summary_md, parent=True),
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/sparsecl.yaml"
+    shell:
+        "sparsecl report $(printf -- '--metrics %s ' {input.metrics})"
+        " $(printf -- '--matrix %s ' {input.matrices}) --reported {params.reported:q}"
+        " --tables-dir {params.tables_dir} --plots-dir results/plots"
+        " --decimals {params.decimals} --tolerance {params.tolerance} > {log} 2>&1"

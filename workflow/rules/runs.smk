@@ -1,0 +1,17 @@
+# One resolved configuration file per run; every per-task stage of the run reads it.
+
+
+rule run_config:
+    output:
+        "results/runs/{experiment}/{point}/seed{seed}/config.yaml",
+    log:
+        "results/logs/run_config/{experiment}/{point}/seed{seed}.log",
+    params:
+        config=run_config_json,
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../../envs/sparsecl.yaml"
+    shell:
+        "sparsecl run-config --json {params.config:q} --out {output} > {log} 2>&1"

@@ -19,6 +19,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/baselines.smk"
+include: "workflow/rules/dst.smk"
+include: "workflow/rules/focil.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

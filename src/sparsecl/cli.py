@@ -11,10 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from .data.cli import data_app
 from .errors import SparseclError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-data_app = typer.Typer(no_args_is_help=True, help="Download, prepare and split datasets.")
 app.add_typer(data_app, name="data")
 
 PathArg = Annotated[Path, typer.Option()]
@@ -27,22 +27,6 @@ def _device(requested: str, threads: int):
 
     torch.set_num_threads(max(threads, 1))
     return select_device(requested)
-
-
-@data_app.command("prepare")
-def data_prepare(dataset: str, raw_dir: PathArg, out_dir: PathArg, seed: int = 0) -> None:
-    """Turn the raw files of DATASET into the uint8 format (train/test images, labels, meta.json)."""
-    from .data import get_dataset
-
-    get_dataset(dataset).prepare(raw_dir, out_dir, seed)
-
-
-@data_app.command("scenario")
-def data_scenario(dataset: str, data_dir: PathArg, spec: Annotated[str, typer.Option(help="scenario spec as JSON")], out: PathArg) -> None:
-    """Write the task split (class order, holdout, chunks, exemplars) of DATASET."""
-    from .stages import make_scenario
-
-    make_scenario(dataset, data_dir, spec, out)
 
 
 @app.command("run-config")

@@ -137,7 +137,14 @@ def provenance(config: Any = None, seed: int | None = None, device: Any = None, 
         record["device"] = device_name(device)
     if started is not None:
         record["wall_time_s"] = round(time.time() - started, 3)
+    scheduler = {key.lower(): os.environ[key] for key in SCHEDULER_ENV if key in os.environ}
+    if scheduler:
+        record["scheduler"] = scheduler
     return record
+
+
+# Where a job ran, when a cluster scheduler started it (SLURM job id and the GPUs it was allocated).
+SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
 
 
 def device_name(device: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -38,3 +40,10 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_submodules(package_name: str, package_path: list[str]) -> None:
+    """Import every module of a package so that each registers itself: adding a file is enough."""
+    for module in pkgutil.iter_modules(package_path):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package_name}.{module.name}")

@@ -1,9 +1,9 @@
-"""Dataset registry: each dataset is one module that registers a `DatasetSpec`."""
+"""Dataset registry: each dataset is one module of this package that registers a `DatasetSpec`."""
 
-from .registry import DATASETS, DatasetSpec, get_dataset
+from ..registry import import_submodules
+from .registry import DATASETS, DatasetSpec, RemoteFile, get_dataset
 from .store import PreparedSplit, load_meta, load_split, write_prepared
 
-# Importing the modules registers the datasets.
-from . import digits  # noqa: E402,F401  isort: skip
+import_submodules(__name__, __path__)
 
-__all__ = ["DATASETS", "DatasetSpec", "PreparedSplit", "get_dataset", "load_meta", "load_split", "write_prepared"]
+__all__ = ["DATASETS", "DatasetSpec", "PreparedSplit", "RemoteFile", "get_dataset", "load_meta", "load_split", "write_prepared"]

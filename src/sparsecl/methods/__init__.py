@@ -1,8 +1,8 @@
-"""Method registry: each continual-learning method is one module registering a `Method`."""
+"""Method registry: each continual-learning method is one module of this package registering a `Method`."""
 
-from .base import METHODS, EvalContext, Method, TaskContext, TaskResult, get_method
+from ..registry import import_submodules
+from .base import METHODS, EvalContext, Method, TaskContext, TaskResult, get_method, register_method
 
-# Importing the modules registers the methods.
-from . import finetune, joint  # noqa: E402,F401  isort: skip
+import_submodules(__name__, __path__)
 
-__all__ = ["METHODS", "EvalContext", "Method", "TaskContext", "TaskResult", "get_method"]
+__all__ = ["METHODS", "EvalContext", "Method", "TaskContext", "TaskResult", "get_method", "register_method"]

@@ -1,8 +1,8 @@
-"""Backbone registry and its single factory, `create_backbone`."""
+"""Backbone registry and its single factory, `create_backbone`; each module registers its backbones."""
 
+from ..registry import import_submodules
 from .registry import BACKBONES, create_backbone, register_backbone
 
-# Importing the modules registers the backbones.
-from . import mlp, resnet  # noqa: E402,F401  isort: skip
+import_submodules(__name__, __path__)
 
 __all__ = ["BACKBONES", "create_backbone", "register_backbone"]

@@ -1,0 +1,1 @@
+# dst: per-task training rules (see src/sparsecl/methods/dst.py).

@@ -1,0 +1,1 @@
+# focil: per-task training rules (see src/sparsecl/methods/focil.py).

@@ -8,25 +8,25 @@ rule train_baseline:
         model="results/runs/{experiment}/{point}/seed{seed}/task{task}/model.pt",
         masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/masks.pt",
         train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train_log.parquet",
-    wildcard_constraints:
-        experiment=method_experiments("finetune", "joint"),
     log:
         "results/logs/train/{experiment}/{point}/seed{seed}/task{task}.log",
     benchmark:
         "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}.tsv"
+    wildcard_constraints:
+        experiment=method_experiments("finetune", "joint"),
+    conda:
+        "../../envs/sparsecl.yaml"
+    threads: 1
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=120,
     params:
         code=TRAIN_CODE,
         device=config["device"],
         prev=prev_task_args,
         resume=resume_file,
         data_dir=subpath(input.meta, parent=True),
-    threads: 1
-    resources:
-        gpu=GPUS,
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../../envs/sparsecl.yaml"
     shell:
         "sparsecl train --config {input.config} --data-dir {params.data_dir}"
         " --scenario {input.scenario} --task {wildcards.task} {params.prev}"

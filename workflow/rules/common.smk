@@ -1,6 +1,7 @@
 # Config -> table of runs, path helpers and wildcard constraints. No rules here.
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -90,7 +91,7 @@ def run_of(wildcards):
 
 
 def run_path(run, *parts):
-    return "/".join(["results/runs", run.run_id, *parts])
+    return os.path.join("results", "runs", run.run_id, *parts)
 
 
 def data_dir(dataset):
@@ -101,9 +102,7 @@ def scenario_file(run):
     return f"resources/scenarios/{run.dataset}/{run.scenario_id}.json"
 
 
-SCENARIOS = {
-    (p.run.dataset, p.run.scenario_id): p.run.scenario for p in PLANNED
-}
+SCENARIOS = {(p.run.dataset, p.run.scenario_id): p.run.scenario for p in PLANNED}
 
 
 def scenario_spec_json(wildcards):
@@ -189,9 +188,9 @@ def experiment_points():
 
 
 def report_outputs():
-    tables = [
-        f"results/tables/summary.{ext}" for ext in ("md", "csv", "parquet")
-    ] + ["results/tables/reproduction.md"]
+    tables = [f"results/tables/summary.{ext}" for ext in ("md", "csv", "parquet")] + [
+        "results/tables/reproduction.md"
+    ]
     plots = [
         f"results/plots/{experiment}/{point}/accuracy_matrix.png"
         for experiment, point in experiment_points()

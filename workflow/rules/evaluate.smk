@@ -8,17 +8,17 @@ rule evaluate:
         "results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
     log:
         "results/logs/evaluate/{experiment}/{point}/seed{seed}/task{task}.log",
-    params:
-        code=TRAIN_CODE,
-        device=config["device"],
-        data_dir=subpath(input.meta, parent=True),
+    conda:
+        "../../envs/sparsecl.yaml"
     threads: 1
     resources:
         gpu=GPUS,
         mem_mb=8000,
         runtime=30,
-    conda:
-        "../../envs/sparsecl.yaml"
+    params:
+        code=TRAIN_CODE,
+        device=config["device"],
+        data_dir=subpath(input.meta, parent=True),
     shell:
         "sparsecl evaluate --config {input.config} --data-dir {params.data_dir}"
         " --scenario {input.scenario} --task {wildcards.task} --model {input.model}"
@@ -34,13 +34,13 @@ rule summarize:
         matrix="results/runs/{experiment}/{point}/seed{seed}/accuracy_matrix.csv",
     log:
         "results/logs/summarize/{experiment}/{point}/seed{seed}.log",
-    params:
-        code=SUMMARY_CODE,
+    conda:
+        "../../envs/sparsecl.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/sparsecl.yaml"
+    params:
+        code=SUMMARY_CODE,
     shell:
         "sparsecl summarize --config {input.config} $(printf -- '--eval %s ' {input.evals})"
         " --out-metrics {output.metrics} --out-matrix {output.matrix} > {log} 2>&1"

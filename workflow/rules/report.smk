@@ -40,16 +40,16 @@ rule report:
         ),
     log:
         "results/logs/report/report.log",
+    conda:
+        "../../envs/sparsecl.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         reported=reported_json(),
         decimals=config["report"]["decimals"],
         tolerance=config["report"]["tolerance"],
         tables_dir=subpath(output.summary_md, parent=True),
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/sparsecl.yaml"
     shell:
         "sparsecl report $(printf -- '--metrics %s ' {input.metrics})"
         " $(printf -- '--matrix %s ' {input.matrices}) --reported {params.reported:q}"

@@ -6,12 +6,12 @@ rule run_config:
         "results/runs/{experiment}/{point}/seed{seed}/config.yaml",
     log:
         "results/logs/run_config/{experiment}/{point}/seed{seed}.log",
-    params:
-        config=run_config_json,
+    conda:
+        "../../envs/sparsecl.yaml"
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../../envs/sparsecl.yaml"
+    params:
+        config=run_config_json,
     shell:
         "sparsecl run-config --json {params.config:q} --out {output} > {log} 2>&1"

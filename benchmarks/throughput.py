@@ -20,10 +20,10 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
+from sparsecl.config import TrainConfig
 from sparsecl.engine import DeviceData, make_optimizer, select_device, train_epoch
 from sparsecl.engine.device import prepare_model
 from sparsecl.engine.loop import sliced_cross_entropy
-from sparsecl.config import TrainConfig
 from sparsecl.models import create_backbone
 
 MEAN, STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
@@ -32,7 +32,9 @@ MEAN, STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 class UInt8Dataset(torch.utils.data.Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.images, self.labels = images, labels
-        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+        self.transform = T.Compose(
+            [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -92,7 +94,17 @@ def main() -> None:
     idx = torch.arange(args.images, device=device)
     rates = []
     for epoch in range(args.epochs + 1):
-        stats = train_epoch(model, optimizer, data, idx, epoch=epoch, batch_size=args.batch_size, generator=generator, augment=True, loss_fn=loss_fn)
+        stats = train_epoch(
+            model,
+            optimizer,
+            data,
+            idx,
+            epoch=epoch,
+            batch_size=args.batch_size,
+            generator=generator,
+            augment=True,
+            loss_fn=loss_fn,
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         if epoch:
@@ -112,8 +124,14 @@ def main() -> None:
             rates.append(seen / seconds)
     results["DataLoader + PIL"] = float(np.mean(rates))
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; {args.backbone} width {args.width}; batch {args.batch_size}; {args.workers} workers")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; {args.backbone} width {args.width}; batch {args.batch_size}; {args.workers} workers"
+    )
     print("| pipeline | train img/s |\n|---|---|")
     for key, value in results.items():
         print(f"| {key} | {value:,.0f} |")

@@ -41,7 +41,10 @@ def test_the_embedded_default_config_is_valid():
     "mutate, message",
     [
         (lambda e: e.update(bogus=1), "experiments.ft.bogus: unknown key; allowed:"),
-        (lambda e: e.update(method="nosuch"), "experiments.ft.method: 'nosuch' is not allowed; expected one of: finetune"),
+        (
+            lambda e: e.update(method="nosuch"),
+            "experiments.ft.method: 'nosuch' is not allowed; expected one of: finetune",
+        ),
         (
             lambda e: e.update(scenario={"num_tasks": 7, "classes_per_task": 2}),
             "experiments.ft.scenario: num_tasks x classes_per_task = 7 x 2 = 14 exceeds the dataset's 10 classes",
@@ -50,8 +53,14 @@ def test_the_embedded_default_config_is_valid():
             lambda e: e.update(method="dst", method_args={"density": 1.5}),
             "experiments.ft.method_args.density: 1.5 is greater than the maximum of 1",
         ),
-        (lambda e: e["train"].update(lr=0) if "train" in e else e.update(train={"lr": 0}), "experiments.ft.train.lr: 0 is less than or equal to the minimum of 0"),
-        (lambda e: e.update(grid={"method_args.density": [0.1, 1.5]}, method="dst"), "experiments.ft.method_args.density: 1.5"),
+        (
+            lambda e: e["train"].update(lr=0) if "train" in e else e.update(train={"lr": 0}),
+            "experiments.ft.train.lr: 0 is less than or equal to the minimum of 0",
+        ),
+        (
+            lambda e: e.update(grid={"method_args.density": [0.1, 1.5]}, method="dst"),
+            "experiments.ft.method_args.density: 1.5",
+        ),
     ],
 )
 def test_bad_settings_raise_one_line_naming_the_key(mutate, message):

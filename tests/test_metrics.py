@@ -45,9 +45,7 @@ def test_a_single_task_has_nothing_to_forget():
 
 
 def test_accuracy_matrix_is_assembled_from_evaluation_rows():
-    rows = [
-        {"task_trained": i, "task_eval": j, "acc_til": R[i, j]} for i in range(3) for j in range(i + 1)
-    ]
+    rows = [{"task_trained": i, "task_eval": j, "acc_til": R[i, j]} for i in range(3) for j in range(i + 1)]
     np.testing.assert_array_equal(accuracy_matrix(rows, "acc_til", 3), R)
 
 

@@ -97,5 +97,8 @@ def test_a_bad_config_fails_before_any_job_runs(tmp_path):
     result = snakemake(tmp_path, "all", "--cores", "1", check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "config error: experiments.ft.scenario: num_tasks x classes_per_task = 7 x 2 = 14 exceeds the dataset's 10 classes" in output
+    assert (
+        "config error: experiments.ft.scenario: num_tasks x classes_per_task = 7 x 2 = 14 exceeds the dataset's 10 classes"
+        in output
+    )
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,7 +30,9 @@ def _device(requested: str, threads: int):
 
 
 @app.command("run-config")
-def run_config(json_config: Annotated[str, typer.Option("--json", help="resolved run config as JSON")], out: PathArg) -> None:
+def run_config(
+    json_config: Annotated[str, typer.Option("--json", help="resolved run config as JSON")], out: PathArg
+) -> None:
     """Write one run's fully resolved configuration."""
     from .stages import write_run_config
 
@@ -47,15 +49,27 @@ def train(
     out_masks: PathArg,
     out_log: PathArg,
     resume: PathArg,
-    prev_model: Annotated[Optional[Path], typer.Option()] = None,
-    prev_masks: Annotated[Optional[Path], typer.Option()] = None,
+    prev_model: Annotated[Path | None, typer.Option()] = None,
+    prev_masks: Annotated[Path | None, typer.Option()] = None,
     device: str = "auto",
     threads: int = 1,
 ) -> None:
     """Train one task, starting from the previous task's model and masks."""
     from .stages import train as train_stage
 
-    train_stage(config, data_dir, scenario, task, prev_model, prev_masks, out_model, out_masks, out_log, resume, _device(device, threads))
+    train_stage(
+        config,
+        data_dir,
+        scenario,
+        task,
+        prev_model,
+        prev_masks,
+        out_model,
+        out_masks,
+        out_log,
+        resume,
+        _device(device, threads),
+    )
 
 
 @app.command()

@@ -38,7 +38,9 @@ def validate(config: dict, schema: dict) -> dict:
     validator_cls = _with_defaults(jsonschema.Draft202012Validator)
     validator = validator_cls(schema)
     # Fill defaults first (the validator fills them as it walks), then report the first error.
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         raise ConfigError(_one_line(_deepest(errors[0])))
     return config
@@ -59,7 +61,9 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         key = f"{path}.{extra[0]}" if path != "<top level>" else extra[0]
         return f"{key}: unknown key; allowed: {', '.join(allowed) if allowed else 'none'}"
     if error.validator == "enum":
-        return f"{path}: {error.instance!r} is not allowed; expected one of: {', '.join(map(str, error.validator_value))}"
+        return (
+            f"{path}: {error.instance!r} is not allowed; expected one of: {', '.join(map(str, error.validator_value))}"
+        )
     if error.validator == "propertyNames" or error.validator == "pattern":
         return f"{path}: {error.message}"
     return f"{path}: {error.message}"
@@ -103,7 +107,9 @@ def plan_runs(config: dict, schema: dict) -> list[PlannedRun]:
             settings = validate({"experiments": {name: settings}}, schema)["experiments"][name]
             for seed in seeds:
                 run = _run_config(name, point, seed, settings)
-                planned.append(PlannedRun(run, _reported(settings.get("reported", {}), point), settings["reported_source"]))
+                planned.append(
+                    PlannedRun(run, _reported(settings.get("reported", {}), point), settings["reported_source"])
+                )
     return planned
 
 

@@ -42,7 +42,9 @@ def make_scenario(dataset: str, data_dir: Path, spec_json: str, out: Path) -> No
     save_scenario(scenario, out)
 
 
-def load_device_data(run: RunConfig, data_dir: Path, split: str, scenario: Scenario, device: torch.device, augment: bool) -> DeviceData:
+def load_device_data(
+    run: RunConfig, data_dir: Path, split: str, scenario: Scenario, device: torch.device, augment: bool
+) -> DeviceData:
     spec = get_dataset(run.dataset)
     meta = load_meta(data_dir)
     prepared = load_split(data_dir, split)
@@ -117,7 +119,9 @@ def train(
     prov.update(run_id=run.run_id, task=task, method=run.method, protocol=run.protocol)
     save_torch(out_masks, _to_cpu(result.masks))
     write_parquet(out_log, pd.DataFrame(result.log_rows), prov)
-    save_torch(out_model, {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": prov})
+    save_torch(
+        out_model, {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": prov}
+    )
     Path(resume_path).unlink(missing_ok=True)
 
 
@@ -202,7 +206,11 @@ def summarize(run_config: Path, eval_paths: list[Path], out_metrics: Path, out_m
 def _extra_metrics(final_eval: pd.DataFrame) -> dict[str, float]:
     """Method-specific columns of the final evaluation (e.g. expert-selection accuracy), averaged."""
     standard = {"task_trained", "task_eval", "n", "acc_til", "acc_cil"}
-    return {c: float(final_eval[c].mean()) for c in final_eval.columns if c not in standard and pd.api.types.is_numeric_dtype(final_eval[c])}
+    return {
+        c: float(final_eval[c].mean())
+        for c in final_eval.columns
+        if c not in standard and pd.api.types.is_numeric_dtype(final_eval[c])
+    }
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -1,7 +1,7 @@
 """Training engine: device selection, GPU-resident data, batch augmentation, train/eval loops."""
 
 from .data import DeviceData
-from .device import autocast, select_device, seed_everything
+from .device import autocast, seed_everything, select_device
 from .loop import EpochStats, make_optimizer, make_scheduler, predict_logits, train_epoch
 
 __all__ = [

@@ -36,7 +36,9 @@ class DeviceData:
         hflip: bool = False,
     ) -> DeviceData:
         """`images` uint8 [N, H, W, C]; `labels` already mapped to training labels."""
-        tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+        tensor = (
+            torch.from_numpy(np.array(images, dtype=np.uint8)).to(device).permute(0, 3, 1, 2)
+        )  # copies a read-only memmap
         memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         tensor = tensor.contiguous(memory_format=memory_format)
         stats = dict(device=device, dtype=torch.float32)
@@ -56,10 +58,16 @@ class DeviceData:
     def indices_of(self, labels: list[int] | range, subset: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """Indices (within `subset`, if given) whose label is in `labels`."""
         wanted = torch.as_tensor(list(labels), device=self.device)
-        pool = torch.arange(len(self.labels), device=self.device) if subset is None else torch.as_tensor(subset, device=self.device)
+        pool = (
+            torch.arange(len(self.labels), device=self.device)
+            if subset is None
+            else torch.as_tensor(subset, device=self.device)
+        )
         return pool[torch.isin(self.labels[pool], wanted)]
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, idx: torch.Tensor, generator: torch.Generator | None = None, augment: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[idx]
         if augment and generator is not None:
             x = self._augment(x, generator)

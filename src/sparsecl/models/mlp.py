@@ -15,7 +15,7 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
-        for i, h in enumerate(hidden):
+        for h in hidden:
             layers += [nn.Linear(width, h, bias=bias), nn.ReLU(inplace=True)]
             width = h
         self.features = nn.Sequential(*layers)
@@ -26,5 +26,7 @@ class MLP(nn.Module):
 
 
 @register_backbone("mlp")
-def mlp(num_classes: int, image_shape: tuple[int, int, int], hidden: tuple[int, ...] = (300, 100), bias: bool = False) -> nn.Module:
+def mlp(
+    num_classes: int, image_shape: tuple[int, int, int], hidden: tuple[int, ...] = (300, 100), bias: bool = False
+) -> nn.Module:
     return MLP(math.prod(image_shape), tuple(hidden), num_classes, bias=bias)

@@ -33,7 +33,9 @@ def build_report(
     write_parquet(tables_dir / "summary.parquet", agg, prov)
     write_text(tables_dir / "summary.csv", agg.to_csv(index=False, float_format="%.4f"))
     write_text(tables_dir / "summary.md", summary_markdown(agg, decimals))
-    write_text(tables_dir / "reproduction.md", reproduction_markdown(agg, json.loads(reported_json), decimals, tolerance))
+    write_text(
+        tables_dir / "reproduction.md", reproduction_markdown(agg, json.loads(reported_json), decimals, tolerance)
+    )
     _plots(metrics, matrix_paths, plots_dir)
 
 
@@ -55,10 +57,21 @@ def _plots(metrics: pd.DataFrame, matrix_paths: list[Path], plots_dir: Path) -> 
             for run_id, g in sgroup.groupby("run_id"):
                 R = g[task_cols].to_numpy(float)
                 for i in range(R.shape[0]):
-                    curve_rows.append({"experiment": experiment, "point": point, "setting": setting, "run_id": run_id,
-                                       "after_task": i, "acc": float(np.nanmean(R[i, : i + 1]))})
-        matrix_heatmaps({k: per_setting[k] for k in ("til", "cil") if k in per_setting},
-                        f"{experiment} / {point}: R[i, j] (mean over seeds)", plots_dir / experiment / point / "accuracy_matrix.png")
+                    curve_rows.append(
+                        {
+                            "experiment": experiment,
+                            "point": point,
+                            "setting": setting,
+                            "run_id": run_id,
+                            "after_task": i,
+                            "acc": float(np.nanmean(R[i, : i + 1])),
+                        }
+                    )
+        matrix_heatmaps(
+            {k: per_setting[k] for k in ("til", "cil") if k in per_setting},
+            f"{experiment} / {point}: R[i, j] (mean over seeds)",
+            plots_dir / experiment / point / "accuracy_matrix.png",
+        )
     curves = pd.DataFrame(curve_rows)
     for experiment, group in curves.groupby("experiment", sort=True):
         stats = group.groupby(["point", "setting", "after_task"])["acc"].agg(["mean", "std"]).reset_index()

@@ -12,7 +12,9 @@ GROUP = ["experiment", "point", "method", "protocol", "dataset", "num_tasks", "s
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (experiment, point, setting): mean and std over seeds of every numeric metric."""
-    value_cols = [c for c in metrics.columns if c not in GROUP + ["run_id", "seed"] and pd.api.types.is_numeric_dtype(metrics[c])]
+    value_cols = [
+        c for c in metrics.columns if c not in GROUP + ["run_id", "seed"] and pd.api.types.is_numeric_dtype(metrics[c])
+    ]
     grouped = metrics.groupby(GROUP, sort=True)
     out = grouped[value_cols].agg(["mean", "std"])
     out.columns = [f"{col}_{stat}" for col, stat in out.columns]
@@ -38,9 +40,17 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def summary_markdown(agg: pd.DataFrame, decimals: int) -> str:
     """Task-IL and class-IL side by side, one row per experiment and grid point."""
     extra = sorted({c[: -len("_mean")] for c in agg.columns if c.endswith("_mean")} - set(METRICS))
-    sections = ["# Results", "", "Accuracies in %, mean ± std over seeds. ACC: average accuracy after the last task;"
-                " BWT: backward transfer; LA: learning accuracy (accuracy on each task right after learning it).", ""]
-    for setting, title in (("til", "Task-incremental (task identity given)"), ("cil", "Class-incremental (all seen classes compete)")):
+    sections = [
+        "# Results",
+        "",
+        "Accuracies in %, mean ± std over seeds. ACC: average accuracy after the last task;"
+        " BWT: backward transfer; LA: learning accuracy (accuracy on each task right after learning it).",
+        "",
+    ]
+    for setting, title in (
+        ("til", "Task-incremental (task identity given)"),
+        ("cil", "Class-incremental (all seen classes compete)"),
+    ):
         part = agg[agg["setting"] == setting]
         rows = []
         for r in part.itertuples(index=False):
@@ -76,8 +86,18 @@ def reproduction_markdown(agg: pd.DataFrame, reported: dict, decimals: int, tole
         entry = reported.get(experiment, {}).get(point, {})
         values, source = entry.get("values", {}), entry.get("source", "")
         if not values:
-            rows.append({"experiment": experiment, "point": point, "metric": "—", "paper": "not transcribed",
-                         "ours": "—", "delta": "—", "within tolerance": "—", "source": source or "—"})
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "point": point,
+                    "metric": "—",
+                    "paper": "not transcribed",
+                    "ours": "—",
+                    "delta": "—",
+                    "within tolerance": "—",
+                    "source": source or "—",
+                }
+            )
             continue
         for key, paper in sorted(values.items()):
             metric, _, setting = key.rpartition("_")
@@ -89,8 +109,22 @@ def reproduction_markdown(agg: pd.DataFrame, reported: dict, decimals: int, tole
                 ours = fmt(mean, std, decimals)
                 delta = f"{mean - paper:+.{decimals}f}"
                 ok = "yes" if abs(mean - paper) <= tolerance else "no"
-            rows.append({"experiment": experiment, "point": point, "metric": key, "paper": f"{paper:.{decimals}f}",
-                         "ours": ours, "delta": delta, "within tolerance": ok, "source": source or "—"})
-    header = ["# Reproduction ledger", "",
-              f"Paper values beside ours (mean ± std over seeds); within tolerance means |delta| <= {tolerance:g} points.", ""]
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "point": point,
+                    "metric": key,
+                    "paper": f"{paper:.{decimals}f}",
+                    "ours": ours,
+                    "delta": delta,
+                    "within tolerance": ok,
+                    "source": source or "—",
+                }
+            )
+    header = [
+        "# Reproduction ledger",
+        "",
+        f"Paper values beside ours (mean ± std over seeds); within tolerance means |delta| <= {tolerance:g} points.",
+        "",
+    ]
     return "\n".join(header + [markdown_table(pd.DataFrame(rows)) if rows else "(no runs)", ""])

@@ -1,0 +1,63 @@
+"""Run the pipeline stages in-process on the digits data (fast, no Snakemake)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from sparsecl import stages
+from sparsecl.config import RunConfig, TrainConfig
+from sparsecl.data import get_dataset
+from sparsecl.scenarios import ScenarioSpec
+
+CPU = torch.device("cpu")
+
+
+def prepare_digits(root: Path) -> Path:
+    data_dir = root / "data" / "digits"
+    if not (data_dir / "meta.json").exists():
+        get_dataset("digits").prepare(root / "raw", data_dir, 0)
+    return data_dir
+
+
+def make_run(root: Path, method: str = "finetune", *, num_tasks: int = 3, seed: int = 0, protocol: str = "standard",
+             scenario: dict | None = None, train: dict | None = None, method_args: dict | None = None,
+             backbone_args: dict | None = None) -> tuple[Path, Path, Path]:  # fmt: skip
+    """Write data, scenario and run config under `root`; return (config, data_dir, scenario)."""
+    data_dir = prepare_digits(root)
+    spec = ScenarioSpec(num_tasks=num_tasks, classes_per_task=2, **(scenario or {}))
+    scenario_path = root / "scenarios" / f"{spec.id}.json"
+    if not scenario_path.exists():
+        stages.make_scenario("digits", data_dir, json.dumps(asdict(spec)), scenario_path)
+    run = RunConfig(
+        run_id=f"{method}/default/seed{seed}", experiment=method, point="default", seed=seed, method=method,
+        dataset="digits", backbone="mlp", backbone_args=backbone_args or {"hidden": [32]}, protocol=protocol,
+        scenario=spec, train=TrainConfig(**({"epochs": 3, "batch_size": 32} | (train or {}))),
+        method_args=method_args or {},
+    )  # fmt: skip
+    config = root / "runs" / run.run_id / "config.yaml"
+    stages.write_run_config(json.dumps(run.to_dict()), config)
+    return config, data_dir, scenario_path
+
+
+def train_task(config: Path, data_dir: Path, scenario: Path, task: int, out: Path) -> Path:
+    """Train `task` (reading task-1 from `out`), writing into out/task<t>/."""
+    task_dir = out / f"task{task}"
+    prev = out / f"task{task - 1}"
+    stages.train(
+        config, data_dir, scenario, task,
+        prev / "model.pt" if task else None, prev / "masks.pt" if task else None,
+        task_dir / "model.pt", task_dir / "masks.pt", task_dir / "train_log.parquet",
+        out / "resume" / f"task{task}.pt", CPU,
+    )  # fmt: skip
+    return task_dir
+
+
+def evaluate_task(config: Path, data_dir: Path, scenario: Path, task: int, out: Path) -> Path:
+    path = out / f"task{task}" / "eval.parquet"
+    masks = [out / f"task{t}" / "masks.pt" for t in range(task + 1)]
+    stages.evaluate(config, data_dir, scenario, task, out / f"task{task}" / "model.pt", masks, path, CPU)
+    return path

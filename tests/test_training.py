@@ -1,0 +1,78 @@
+"""Training stages: reproducible on CPU, resumable mid-task, chained task by task."""
+
+import pandas as pd
+import pytest
+import torch
+
+from sparsecl.io import load_torch
+from sparsecl.methods import training
+
+from .stage_helpers import evaluate_task, make_run, train_task
+
+
+def state_of(task_dir):
+    return load_torch(task_dir / "model.pt")["state_dict"]
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_same_config_and_seed_give_identical_weights_and_metrics(tmp_path):
+    config, data, scenario = make_run(tmp_path)
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        for task in range(2):
+            train_task(config, data, scenario, task, out)
+        runs.append((state_of(out / "task1"), pd.read_parquet(evaluate_task(config, data, scenario, 1, out))))
+    assert_same_state(runs[0][0], runs[1][0])
+    pd.testing.assert_frame_equal(runs[0][1], runs[1][1])
+
+
+def test_a_different_seed_gives_different_weights(tmp_path):
+    config0, data, scenario = make_run(tmp_path, seed=0)
+    config1, _, _ = make_run(tmp_path, seed=1)
+    a = state_of(train_task(config0, data, scenario, 0, tmp_path / "a"))
+    b = state_of(train_task(config1, data, scenario, 0, tmp_path / "b"))
+    assert not torch.equal(a["classifier.weight"], b["classifier.weight"])
+
+
+def test_a_job_killed_mid_task_resumes_and_ends_identical(tmp_path, monkeypatch):
+    config, data, scenario = make_run(tmp_path, train={"epochs": 4})
+    reference = state_of(train_task(config, data, scenario, 0, tmp_path / "uninterrupted"))
+
+    real_epoch = training.train_epoch
+    calls = {"n": 0}
+
+    def dies_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", dies_in_third_epoch)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train_task(config, data, scenario, 0, out)
+    assert not (out / "task0" / "model.pt").exists()  # no partial output
+    assert (out / "resume" / "task0.pt").exists()  # but the completed epochs are kept
+
+    monkeypatch.setattr(training, "train_epoch", real_epoch)
+    resumed = train_task(config, data, scenario, 0, out)
+    assert_same_state(reference, state_of(resumed))
+    assert pd.read_parquet(resumed / "train_log.parquet")["epoch"].tolist() == [0, 1, 2, 3]
+    assert not (out / "resume" / "task0.pt").exists()  # cleaned up once the task is done
+
+
+def test_task_t_continues_from_task_t_minus_1(tmp_path):
+    config, data, scenario = make_run(tmp_path, train={"epochs": 1})
+    out = tmp_path / "run"
+    first = state_of(train_task(config, data, scenario, 0, out))
+    second = state_of(train_task(config, data, scenario, 1, out))
+    assert not torch.equal(first["classifier.weight"], second["classifier.weight"])
+    rows = pd.read_parquet(evaluate_task(config, data, scenario, 1, out))
+    assert rows["task_eval"].tolist() == [0, 1]
+    assert rows["task_trained"].tolist() == [1, 1]

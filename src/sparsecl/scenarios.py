@@ -21,6 +21,7 @@ from .errors import ConfigError, DataError
 from .io import atomic_path, config_hash, read_json, write_json
 
 CLASS_ORDERS = ("natural", "permuted")
+_HOLDOUT, _EXEMPLARS = 0, 1  # purposes of the per-class random streams
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,12 @@ class Scenario:
 
 
 def build_scenario(spec: ScenarioSpec, dataset: str, train_labels: np.ndarray, num_classes: int) -> Scenario:
-    """Build a scenario from the dataset's training labels; everything random uses the spec's seeds."""
+    """Build a scenario from the dataset's training labels; everything random uses the spec's seeds.
+
+    Each class draws from its own generator, seeded by (split_seed, class id, purpose): a class's
+    holdout and exemplars do not change when the class order, the other classes or another
+    option (e.g. the number of exemplars for the holdout) change.
+    """
     spec.check(num_classes)
     if spec.kind == "data":
         order = list(range(num_classes))
@@ -133,58 +139,68 @@ def build_scenario(spec: ScenarioSpec, dataset: str, train_labels: np.ndarray, n
             order = [int(c) for c in spec.class_order[:needed]]
         k = spec.classes_per_task
         tasks = [list(range(t * k, (t + 1) * k)) for t in range(spec.num_tasks)]
-    rng = np.random.default_rng(spec.split_seed)
-    in_scenario = np.isin(train_labels, order)
     train_parts, val_parts, exemplar_parts = [], [], []
-    per_class_train: dict[int, np.ndarray] = {}
     for cls in order:
         idx = np.flatnonzero(train_labels == cls)
-        idx = idx[rng.permutation(len(idx))]
+        idx = idx[_class_rng(spec.split_seed, cls, _HOLDOUT).permutation(len(idx))]
         n_val = int(round(spec.validation_fraction * len(idx)))
-        val_parts.append(idx[:n_val])
-        train_part = idx[n_val:]
-        per_class_train[cls] = train_part
-        train_parts.append(train_part)
+        val_parts.append(np.sort(idx[:n_val]))
+        train_parts.append(idx[n_val:])  # kept in shuffled order: the data chunks are cut from it
         if spec.exemplars_per_class:
-            if spec.exemplars_per_class > len(train_part):
+            if spec.exemplars_per_class > len(idx) - n_val:
                 raise ConfigError(
                     f"scenario.exemplars_per_class: {spec.exemplars_per_class} exceeds the"
-                    f" {len(train_part)} training images of class {cls}"
+                    f" {len(idx) - n_val} training images of class {cls}"
                 )
-            exemplar_parts.append(np.sort(train_part[rng.permutation(len(train_part))[: spec.exemplars_per_class]]))
-    assert in_scenario.sum() == sum(len(p) for p in train_parts) + sum(len(p) for p in val_parts)
-    chunks: list[np.ndarray] = []
-    if spec.kind == "data":
-        chunks = _stratified_chunks(per_class_train, spec.chunks, rng)
+            picked = _class_rng(spec.split_seed, cls, _EXEMPLARS).choice(
+                idx[n_val:], spec.exemplars_per_class, replace=False
+            )
+            exemplar_parts.append(np.sort(picked))
+    chunks = _stratified_chunks(train_parts, spec.chunks) if spec.kind == "data" else []
     return Scenario(
         spec=spec,
         dataset=dataset,
         class_order=order,
         tasks=tasks,
-        train_index=np.sort(np.concatenate(train_parts)),
-        val_index=np.sort(np.concatenate(val_parts)) if val_parts else np.zeros(0, np.int64),
+        train_index=_concat_sorted(train_parts),
+        val_index=_concat_sorted(val_parts),
         chunk_index=chunks,
         exemplar_index=np.concatenate(exemplar_parts) if exemplar_parts else np.zeros(0, np.int64),
     )
 
 
-def _stratified_chunks(per_class: dict[int, np.ndarray], ratios: tuple[int, ...], rng) -> list[np.ndarray]:
-    """Split every class's (already shuffled) training indices in the given ratios."""
-    fractions = np.cumsum(ratios) / np.sum(ratios)
+def _class_rng(seed: int, cls: int, purpose: int) -> np.random.Generator:
+    return np.random.default_rng([seed, cls, purpose])
+
+
+def _concat_sorted(parts: list[np.ndarray]) -> np.ndarray:
+    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _stratified_chunks(per_class: list[np.ndarray], ratios: tuple[int, ...]) -> list[np.ndarray]:
+    """Cut every class's shuffled training indices in the given ratios (each chunk holds every class).
+
+    Rounding remainders rotate over the chunks from class to class, so chunk sizes stay within
+    one image per class of the ratio instead of always favouring the same chunk.
+    """
     chunks: list[list[np.ndarray]] = [[] for _ in ratios]
-    for idx in per_class.values():
-        bounds = np.rint(fractions * len(idx)).astype(int)
-        start = 0
-        for c, stop in enumerate(bounds):
-            chunks[c].append(idx[start:stop])
-            start = stop
-    return [np.sort(np.concatenate(parts)) for parts in chunks]
+    for i, idx in enumerate(per_class):
+        sizes = np.asarray(ratios, dtype=np.int64) * len(idx) // int(np.sum(ratios))
+        for extra in range(len(idx) - int(sizes.sum())):
+            sizes[(i + extra) % len(ratios)] += 1
+        for c, part in enumerate(np.split(idx, np.cumsum(sizes)[:-1])):
+            chunks[c].append(part)
+    return [_concat_sorted(parts) for parts in chunks]
 
 
 def save_scenario(scenario: Scenario, json_path: str | Path) -> None:
     """Write `<id>.json` (human-readable) and `<id>.npz` (index arrays) side by side."""
     json_path = Path(json_path)
-    arrays = {"train_index": scenario.train_index, "val_index": scenario.val_index, "exemplar_index": scenario.exemplar_index}
+    arrays = {
+        "train_index": scenario.train_index,
+        "val_index": scenario.val_index,
+        "exemplar_index": scenario.exemplar_index,
+    }
     arrays.update({f"chunk{i}": c for i, c in enumerate(scenario.chunk_index)})
     with atomic_path(json_path.with_suffix(".npz")) as tmp:
         with open(tmp, "wb") as fh:
@@ -211,9 +227,12 @@ def load_scenario(json_path: str | Path) -> Scenario:
     doc = read_json(json_path)
     npz_path = json_path.with_suffix(".npz")
     try:
-        arrays = np.load(npz_path)
+        with np.load(npz_path) as npz:
+            arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise DataError(f"{npz_path}: scenario index file not found") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{npz_path}: not a readable scenario index file ({err})") from None
     chunks = [arrays[f"chunk{i}"] for i in range(len(doc.get("chunk_sizes", [])))]
     return Scenario(
         spec=ScenarioSpec(**doc["spec"]),

@@ -12,6 +12,8 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from sparsecl.data import sources as data_sources  # noqa: E402
+from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
 from sparsecl.errors import ConfigError  # noqa: E402
 from sparsecl.experiments import load_schema, plan_runs, validate  # noqa: E402
 
@@ -33,7 +35,7 @@ wildcard_constraints:
     dataset=r"[a-z0-9_]+",
 
 
-def code_fingerprint(*parts):
+def code_fingerprint(*parts, exclude=()):
     """Hash of the package sources a stage runs, so a code change reruns exactly that stage."""
     root = Path(workflow.basedir) / "src" / "sparsecl"
     digest = hashlib.sha256()
@@ -42,12 +44,14 @@ def code_fingerprint(*parts):
         path = root / part
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
     for path in files:
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
+        name = str(path.relative_to(root))
+        if name not in exclude:
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-# Training and evaluation depend on everything but the report, metrics and CLI-plumbing code.
+# Training and evaluation depend on everything but the report, metrics, download and CLI code.
 TRAIN_CODE = code_fingerprint(
     "config.py",
     "data",
@@ -58,6 +62,17 @@ TRAIN_CODE = code_fingerprint(
     "scenarios.py",
     "sparse",
     "stages.py",
+    exclude=(
+        "data/archives.py",
+        "data/cli.py",
+        "data/download.py",
+        "data/sources.py",
+        "data/unlabeled.py",
+    ),
+)
+# Preparing data depends on the dataset modules, not on how the raw files were fetched.
+DATA_CODE = code_fingerprint(
+    "data", "io.py", exclude=("data/cli.py", "data/download.py", "data/sources.py")
 )
 SUMMARY_CODE = code_fingerprint("metrics.py")
 
@@ -199,3 +214,61 @@ def report_outputs():
         for experiment in sorted({e for e, _ in experiment_points()})
     ]
     return tables + plots
+
+
+# ---------------------------------------------------------------- data
+
+
+try:
+    data_sources.check_overrides(config["data"]["sources"])
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
+
+
+def data_sources_json():
+    """Source overrides (mirror URLs, local archives) for the download jobs."""
+    return json.dumps(config["data"]["sources"], sort_keys=True)
+
+
+def raw_dir(wildcards):
+    return data_sources.raw_dir(wildcards.dataset)
+
+
+def raw_inputs(wildcards):
+    """Raw files a dataset's prepare step reads ([] for built-in datasets such as digits)."""
+    return data_sources.raw_paths(wildcards.dataset)
+
+
+def unlabeled_pool(dataset):
+    """The pool files runs on `dataset` read ({pool, pool_meta}), per `data.unlabeled_pool`.
+
+    For the rules of methods that distil on unlabeled images (Lifelong Tickets).
+    """
+    try:
+        pool = resolve_pool(config["data"]["unlabeled_pool"], dataset)
+    except ConfigError as err:
+        raise WorkflowError(f"config error: {err}") from None
+    return {
+        "pool": f"{pool_dir(pool)}/pool.npy",
+        "pool_meta": f"{pool_dir(pool)}/meta.json",
+    }
+
+
+def pool_source(wildcards):
+    """The Tiny Images pickle, the prepared CIFAR training images, or nothing (`none`)."""
+    if wildcards.pool == "tiny_images":
+        return data_sources.raw_paths("tiny_images")
+    if wildcards.pool == "none":
+        return []
+    return [
+        f"resources/data/{wildcards.pool}/meta.json",
+        f"resources/data/{wildcards.pool}/train/images.npy",
+    ]
+
+
+def pool_source_arg(wildcards, input):
+    if wildcards.pool == "tiny_images":
+        return f"--source {input[0]}"
+    if wildcards.pool == "none":
+        return ""
+    return f"--source {Path(input[0]).parent}"

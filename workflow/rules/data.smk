@@ -1,9 +1,36 @@
-# Dataset preparation into the uint8 format and scenario (task split) files.
+# Raw files -> prepared uint8 arrays -> scenario (task split) files; the unlabeled image pool.
+#
+# Raw files are fetched on the host that runs Snakemake (cluster compute nodes often have no
+# internet) and are protected: once verified, they are fetched again only when their source
+# override in the config changes.
+# Files behind a login (miniImageNet, the Tiny Images pool) are taken from resources/manual/;
+# `sparsecl data manual` lists them, and the download job fails with one line saying what to do.
+# Data jobs that fail also print their log's last line (the one-line error) to Snakemake's output.
 
 
-def raw_inputs(wildcards):
-    """Raw files a dataset's prepare step reads ([] for built-in datasets such as digits)."""
-    return []
+localrules:
+    download,
+
+
+rule download:
+    output:
+        protected("resources/raw/{dataset}/{filename}"),
+    log:
+        "results/logs/download/{dataset}/{filename}.log",
+    wildcard_constraints:
+        dataset="|".join(data_sources.source_names()),
+        filename=r"[^/]+",
+    conda:
+        "../../envs/sparsecl.yaml"
+    resources:
+        mem_mb=500,
+        runtime=240,
+    params:
+        sources=data_sources_json(),
+    shell:
+        "sparsecl data download {wildcards.dataset} --file {wildcards.filename:q} --out {output:q}"
+        " --sources {params.sources:q} > {log} 2>&1"
+        " || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 rule prepare_data:
@@ -17,18 +44,20 @@ rule prepare_data:
         test_labels="resources/data/{dataset}/test/labels.npy",
     log:
         "results/logs/prepare_data/{dataset}.log",
-    params:
-        raw_dir="resources/raw/{dataset}",
-        out_dir=subpath(output.meta, parent=True),
-        seed=config["data"]["split_seed"],
+    conda:
+        "../../envs/sparsecl.yaml"
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/sparsecl.yaml"
+    params:
+        code=DATA_CODE,
+        raw_dir=raw_dir,
+        out_dir=subpath(output.meta, parent=True),
+        seed=config["data"]["split_seed"],
     shell:
         "sparsecl data prepare {wildcards.dataset} --raw-dir {params.raw_dir}"
         " --out-dir {params.out_dir} --seed {params.seed} > {log} 2>&1"
+        " || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 rule scenario:
@@ -40,14 +69,38 @@ rule scenario:
         index="resources/scenarios/{dataset}/{scenario}.npz",
     log:
         "results/logs/scenario/{dataset}/{scenario}.log",
-    params:
-        spec=scenario_spec_json,
-        data_dir=subpath(input.meta, parent=True),
+    conda:
+        "../../envs/sparsecl.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/sparsecl.yaml"
+    params:
+        spec=scenario_spec_json,
+        data_dir=subpath(input.meta, parent=True),
     shell:
         "sparsecl data scenario {wildcards.dataset} --data-dir {params.data_dir}"
         " --spec {params.spec:q} --out {output.json} > {log} 2>&1"
+
+
+rule prepare_unlabeled:
+    input:
+        pool_source,
+    output:
+        pool="resources/data/unlabeled/{pool}/pool.npy",
+        meta="resources/data/unlabeled/{pool}/meta.json",
+    log:
+        "results/logs/prepare_unlabeled/{pool}.log",
+    wildcard_constraints:
+        pool="|".join(POOLS),
+    conda:
+        "../../envs/sparsecl.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        code=DATA_CODE,
+        source=pool_source_arg,
+        out_dir=subpath(output.meta, parent=True),
+    shell:
+        "sparsecl data unlabeled {wildcards.pool} {params.source} --out-dir {params.out_dir} > {log} 2>&1"
+        " || {{ tail -n 1 {log} >&2; exit 1; }}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,36 @@ import typer
 
 data_app = typer.Typer(no_args_is_help=True, help="Download, prepare and split datasets.")
 PathArg = Annotated[Path, typer.Option()]
+MANUAL_DIR = Path("resources/manual")
+
+
+@data_app.command("download")
+def data_download(
+    source: str,
+    file: Annotated[str, typer.Option(help="name of the raw file")],
+    out: PathArg,
+    sources: Annotated[str, typer.Option(help="the config's data.sources overrides, as JSON")] = "{}",
+    manual_dir: PathArg = MANUAL_DIR,
+    retries: int = 5,
+) -> None:
+    """Fetch one raw file of SOURCE (a dataset or `tiny_images`), verify its checksum, resume partial downloads."""
+    from .sources import fetch_raw
+
+    fetch_raw(source, file, out, json.loads(sources), manual_dir, retries=retries)
+
+
+@data_app.command("manual")
+def data_manual(manual_dir: PathArg = MANUAL_DIR) -> None:
+    """List the files that must be fetched by hand: where to get them, where to put them, whether they are there."""
+    from .registry import ManualFile
+    from .sources import raw_files, source_names
+
+    for source in source_names():
+        for file in raw_files(source):
+            if isinstance(file, ManualFile):
+                path = manual_dir / file.filename
+                state = "present" if path.is_file() else "missing"
+                typer.echo(f"{source}: {path} [{state}]: {file.instructions}")
 
 
 @data_app.command("prepare")
@@ -19,8 +50,22 @@ def data_prepare(dataset: str, raw_dir: PathArg, out_dir: PathArg, seed: int = 0
     get_dataset(dataset).prepare(raw_dir, out_dir, seed)
 
 
+@data_app.command("unlabeled")
+def data_unlabeled(
+    pool: str,
+    out_dir: PathArg,
+    source: Annotated[Path | None, typer.Option(help="Tiny Images pickle, or prepared CIFAR directory")] = None,
+) -> None:
+    """Prepare the unlabeled image pool POOL (tiny_images, cifar10, cifar100 or none)."""
+    from .unlabeled import prepare_pool
+
+    prepare_pool(pool, source, out_dir)
+
+
 @data_app.command("scenario")
-def data_scenario(dataset: str, data_dir: PathArg, spec: Annotated[str, typer.Option(help="scenario spec as JSON")], out: PathArg) -> None:
+def data_scenario(
+    dataset: str, data_dir: PathArg, spec: Annotated[str, typer.Option(help="scenario spec as JSON")], out: PathArg
+) -> None:
     """Write the task split (class order, holdout, chunks, exemplars) of DATASET."""
     from ..stages import make_scenario
 

@@ -21,6 +21,14 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class ManualFile:
+    """A file the user must fetch by hand (login, licence) and place under resources/manual/."""
+
+    filename: str
+    instructions: str  # where to get it, in one sentence (no published checksum exists)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Static facts about a dataset plus the function that turns raw files into the uint8 format.
 
@@ -35,7 +43,7 @@ class DatasetSpec:
     crop_padding: int = 4  # pad-and-random-crop augmentation; 0 disables it
     hflip: bool = True
     files: tuple[RemoteFile, ...] = ()  # downloaded by the download rule; empty: built in or manual
-    manual: str | None = None  # a file the user must place under resources/manual/, with instructions
+    manual: ManualFile | None = None  # a file the user must place under resources/manual/
     mean: tuple[float, ...] | None = None  # published normalisation constants; None: computed from train
     std: tuple[float, ...] | None = None
     notes: dict = field(default_factory=dict)

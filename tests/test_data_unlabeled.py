@@ -1,0 +1,66 @@
+"""The unlabeled pool of Lifelong Tickets: the published pickle, or a recorded substitute."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from sparsecl.data import get_dataset
+from sparsecl.data.unlabeled import prepare_pool, resolve_pool
+from sparsecl.errors import ConfigError, DataError
+from sparsecl.io import read_json
+
+from .fixtures.datasets import write_cifar10, write_tickets_pool
+
+
+def test_published_pickle_becomes_the_pool_with_no_deviation(tmp_path):
+    images = write_tickets_pool(tmp_path / "pool.pkl")
+    prepare_pool("tiny_images", tmp_path / "pool.pkl", tmp_path / "out")
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "pool.npy"), images)
+    meta = read_json(tmp_path / "out" / "meta.json")
+    assert meta["pool"] == "tiny_images" and meta["deviation"] is None and meta["num_images"] == len(images)
+    assert meta["sources"]["pool.pkl"].startswith("md5:")
+
+
+def test_cifar_substitute_is_the_training_images_and_records_the_deviation(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    expected = write_cifar10(raw / "cifar-10-python.tar.gz")
+    get_dataset("cifar10").prepare(raw, tmp_path / "cifar10", 0)
+    prepare_pool("cifar10", tmp_path / "cifar10", tmp_path / "out")
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "pool.npy"), expected.train_images)
+    meta = read_json(tmp_path / "out" / "meta.json")
+    assert "substitute" in meta["deviation"] and meta["sources"]["cifar-10-python.tar.gz"].startswith("md5:")
+
+
+def test_no_pool_is_an_empty_pool_with_its_deviation(tmp_path):
+    prepare_pool("none", None, tmp_path / "out")
+    assert np.load(tmp_path / "out" / "pool.npy").shape == (0, 32, 32, 3)
+    assert read_json(tmp_path / "out" / "meta.json")["deviation"] == "no unlabeled pool (ablation)"
+
+
+def test_a_pickle_of_the_wrong_shape_is_a_clear_error(tmp_path):
+    (tmp_path / "pool.pkl").write_bytes(pickle.dumps({"data": np.zeros((3, 28, 28), np.uint8)}))
+    with pytest.raises(DataError, match=r"expected a dict with 'data' uint8 \[N, 32, 32, 3\], got uint8 \[3, 28, 28\]"):
+        prepare_pool("tiny_images", tmp_path / "pool.pkl", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "choice, dataset, pool",
+    [
+        ("other_cifar", "cifar10", "cifar100"),
+        ("other_cifar", "cifar100", "cifar10"),
+        ("tiny_images", "cifar10", "tiny_images"),
+        ("none", "cifar100", "none"),
+    ],
+)
+def test_pool_choice_resolves_per_dataset(choice, dataset, pool):
+    assert resolve_pool(choice, dataset) == pool
+
+
+def test_a_pool_made_of_the_runs_own_training_set_is_refused():
+    with pytest.raises(ConfigError, match="data.unlabeled_pool: cifar10 would reuse the cifar10 training images"):
+        resolve_pool("cifar10", "cifar10")

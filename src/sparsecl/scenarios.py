@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .io import atomic_path, config_hash, read_json, write_json
+from .io import atomic_path, config_hash, provenance, read_json, write_json
 
 CLASS_ORDERS = ("natural", "permuted")
 _HOLDOUT, _EXEMPLARS = 0, 1  # purposes of the per-class random streams
@@ -218,6 +218,7 @@ def save_scenario(scenario: Scenario, json_path: str | Path) -> None:
             "num_val": int(len(scenario.val_index)),
             "num_exemplars": int(len(scenario.exemplar_index)),
             "chunk_sizes": [int(len(c)) for c in scenario.chunk_index],
+            "provenance": provenance(spec, seed=scenario.spec.split_seed),
         },
     )
 

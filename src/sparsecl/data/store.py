@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import read_json, write_json, write_npy
+from ..io import provenance, read_json, write_json, write_npy
 
 SPLITS = ("train", "test")
 
@@ -56,6 +56,7 @@ def write_prepared(
         "std": list(std),
         "sources": sources or {},
         **(extra or {}),
+        "provenance": provenance(),
     }
     write_json(out_dir / "meta.json", meta)
 

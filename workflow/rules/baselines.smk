@@ -22,7 +22,7 @@ rule train_baseline:
         mem_mb=8000,
         runtime=120,
     params:
-        code=TRAIN_CODE,
+        code=train_code,
         device=config["device"],
         prev=prev_task_args,
         resume=resume_file,

@@ -51,25 +51,57 @@ def code_fingerprint(*parts, exclude=()):
     return digest.hexdigest()[:16]
 
 
-# Training and evaluation depend on everything but the report, metrics, download and CLI code.
-TRAIN_CODE = code_fingerprint(
+# Training and evaluation depend on the shared engine and on their own method's modules, not on
+# the report, metrics, download or CLI code, nor on other methods.
+SHARED_TRAIN_CODE = (
     "config.py",
     "data",
     "engine",
     "io.py",
-    "methods",
+    "methods/base.py",
+    "methods/training.py",
     "models",
+    "registry.py",
     "scenarios.py",
     "sparse",
     "stages.py",
-    exclude=(
-        "data/archives.py",
-        "data/cli.py",
-        "data/download.py",
-        "data/sources.py",
-        "data/unlabeled.py",
-    ),
 )
+DOWNLOAD_CODE = (
+    "data/archives.py",
+    "data/cli.py",
+    "data/download.py",
+    "data/sources.py",
+    "data/unlabeled.py",
+)
+
+
+def method_modules(method):
+    """The method's module and the sibling method modules it imports (e.g. joint -> finetune)."""
+    methods_dir = Path(workflow.basedir) / "src" / "sparsecl" / "methods"
+    todo, found = [method], set()
+    while todo:
+        name = todo.pop()
+        if name in found or not (methods_dir / f"{name}.py").exists():
+            continue
+        found.add(name)
+        source = (methods_dir / f"{name}.py").read_text()
+        todo += re.findall(r"^from \.(\w+) import", source, re.M)
+    return sorted(f"methods/{name}.py" for name in found)
+
+
+METHOD_CODE = {
+    method: code_fingerprint(
+        *SHARED_TRAIN_CODE, *method_modules(method), exclude=DOWNLOAD_CODE
+    )
+    for method in sorted({p.run.method for p in PLANNED})
+}
+
+
+def train_code(wildcards):
+    """Fingerprint of the code that trains and evaluates this run's method."""
+    return METHOD_CODE[run_of(wildcards).method]
+
+
 # Preparing data depends on the dataset modules, not on how the raw files were fetched.
 DATA_CODE = code_fingerprint(
     "data", "io.py", exclude=("data/cli.py", "data/download.py", "data/sources.py")

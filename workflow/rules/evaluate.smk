@@ -16,7 +16,7 @@ rule evaluate:
         mem_mb=8000,
         runtime=30,
     params:
-        code=TRAIN_CODE,
+        code=train_code,
         device=config["device"],
         data_dir=subpath(input.meta, parent=True),
     shell:

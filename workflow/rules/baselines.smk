@@ -19,8 +19,8 @@ rule train_baseline:
     threads: 1
     resources:
         gpu=GPUS,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(120),
     params:
         code=train_code,
         device=config["device"],

@@ -10,6 +10,7 @@
 
 localrules:
     download,
+    scenario,
 
 
 rule download:
@@ -23,8 +24,8 @@ rule download:
     conda:
         "../../envs/sparsecl.yaml"
     resources:
-        mem_mb=500,
-        runtime=240,
+        mem_mb=attempt_scaled(500),
+        runtime=attempt_scaled(240),
     params:
         sources=data_sources_json(),
     shell:
@@ -47,8 +48,8 @@ rule prepare_data:
     conda:
         "../../envs/sparsecl.yaml"
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(60),
     params:
         code=DATA_CODE,
         raw_dir=raw_dir,
@@ -72,8 +73,8 @@ rule scenario:
     conda:
         "../../envs/sparsecl.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=attempt_scaled(2000),
+        runtime=attempt_scaled(10),
     params:
         spec=scenario_spec_json,
         data_dir=subpath(input.meta, parent=True),
@@ -95,8 +96,8 @@ rule prepare_unlabeled:
     conda:
         "../../envs/sparsecl.yaml"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=attempt_scaled(4000),
+        runtime=attempt_scaled(30),
     params:
         code=DATA_CODE,
         source=pool_source_arg,

@@ -13,8 +13,8 @@ rule evaluate:
     threads: 1
     resources:
         gpu=GPUS,
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(30),
     params:
         code=train_code,
         device=config["device"],
@@ -24,6 +24,10 @@ rule evaluate:
         " --scenario {input.scenario} --task {wildcards.task} --model {input.model}"
         " $(printf -- '--masks %s ' {input.masks}) --out {output}"
         " --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+localrules:
+    summarize,
 
 
 rule summarize:
@@ -37,8 +41,8 @@ rule summarize:
     conda:
         "../../envs/sparsecl.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=attempt_scaled(1000),
+        runtime=attempt_scaled(10),
     params:
         code=SUMMARY_CODE,
     shell:

@@ -43,8 +43,8 @@ rule report:
     conda:
         "../../envs/sparsecl.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=attempt_scaled(2000),
+        runtime=attempt_scaled(10),
     params:
         reported=reported_json(),
         decimals=config["report"]["decimals"],

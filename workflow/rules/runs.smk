@@ -1,6 +1,10 @@
 # One resolved configuration file per run; every per-task stage of the run reads it.
 
 
+localrules:
+    run_config,
+
+
 rule run_config:
     output:
         "results/runs/{experiment}/{point}/seed{seed}/config.yaml",
@@ -9,8 +13,8 @@ rule run_config:
     conda:
         "../../envs/sparsecl.yaml"
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=attempt_scaled(500),
+        runtime=attempt_scaled(5),
     params:
         config=run_config_json,
     shell:

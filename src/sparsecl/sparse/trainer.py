@@ -1,0 +1,150 @@
+"""One task's masks while it trains: isolation, masking after every step, DST topology updates.
+
+The method hands `after_backward` and `after_step` to the shared epoch loop and the trainer
+itself as its `method_state`: the masks, the fired set, the step counter and the update log go
+into the resume file beside the model and the optimiser moments, so a task resumed after a
+kill ends with the topology of an uninterrupted run. The prune fraction is a pure function of
+the step counter, so the schedule needs no state of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .dst import canonical_growth, grow, growth_scores, magnitude_prune, nnz, prune_fraction
+from .masks import apply_masks, freeze_used_gradients
+
+
+@dataclass(frozen=True)
+class DSTSchedule:
+    growth: str  # random | unfired (= random_unfired) | gradient | momentum
+    update_frequency: int  # optimiser steps between topology updates
+    total_steps: int  # optimiser steps in the task (the cosine period of the prune fraction)
+    prune_rate: float = 0.5
+    prune_rate_min: float = 0.005
+    exact: bool = True  # regrow exactly as many as were pruned (False: only in expectation)
+
+
+class SparseTrainer:
+    """Keeps W = W * M for the task's masks M and, with a schedule, updates M every f steps.
+
+    `frozen` marks weights owned by earlier tasks (their gradients are zeroed); `allowed`
+    restricts where a tensor's mask may grow; `frozen_values`, if given, is what a frozen
+    position reads when growth re-activates it (the shared network's value), otherwise it stays
+    at the 0 it was masked to and is dead until the merge (the original code's behaviour).
+    """
+
+    def __init__(
+        self,
+        params: dict[str, torch.nn.Parameter],
+        masks: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        *,
+        schedule: DSTSchedule | None = None,
+        frozen: dict[str, torch.Tensor] | None = None,
+        allowed: dict[str, torch.Tensor] | None = None,
+        frozen_values: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.params = params
+        self.masks = dict(masks)
+        self.fired = {name: mask.clone() for name, mask in masks.items()}
+        self.optimizer = optimizer
+        self.generator = generator
+        self.schedule = schedule
+        self.frozen = frozen or {}
+        self.allowed = allowed or {}
+        self.frozen_values = frozen_values
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.initial_active = self.active()
+        self.apply()
+
+    def after_backward(self) -> None:
+        freeze_used_gradients(self.params, self.frozen)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        self.apply()
+        self.step += 1
+        if self.schedule is not None and self.step % self.schedule.update_frequency == 0:
+            self.update()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """W <- W * M; SGD momentum buffers too (Adam's moments are left as they are)."""
+        apply_masks(self.params, self.masks)
+        for name, mask in self.masks.items():
+            buffer = self.optimizer.state.get(self.params[name], {}).get("momentum_buffer")
+            if buffer is not None:
+                buffer.mul_(mask)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Prune by magnitude and regrow, every tensor; pruned-then-regrown weights keep their value."""
+        schedule = self.schedule
+        assert schedule is not None
+        rate = prune_fraction(self.step, schedule.total_steps, schedule.prune_rate, schedule.prune_rate_min)
+        pruned = grown = 0
+        for name, param in self.params.items():
+            old = self.masks[name]
+            kept, removed = magnitude_prune(param, old, rate)
+            new = grow(
+                schedule.growth,
+                kept,
+                removed,
+                generator=self.generator,
+                exact=schedule.exact,
+                scores=growth_scores(schedule.growth, param, self.optimizer),
+                fired=self.fired[name],
+                allowed=self.allowed.get(name),
+            )
+            if self.frozen_values is not None and name in self.frozen:
+                revived = new & ~old & self.frozen[name]
+                param.copy_(torch.where(revived, self.frozen_values[name], param))
+            self.masks[name] = new
+            self.fired[name] = self.fired[name] | new
+            pruned += removed
+            grown += nnz(new & ~kept)
+        self.apply()
+        self.history.append(
+            {"step": self.step, "prune_rate": rate, "pruned": pruned, "grown": grown, "active": self.active()}
+        )
+
+    def active(self) -> int:
+        return sum(nnz(mask) for mask in self.masks.values())
+
+    def epoch_log(self, epoch: int, steps_per_epoch: int) -> dict[str, Any]:
+        """Topology columns of an epoch's log row: updates, connections pruned and regrown, and the
+        density of the mask at the epoch's end."""
+        updates = [h for h in self.history if (h["step"] - 1) // steps_per_epoch == epoch]
+        before = [h for h in self.history if h["step"] <= (epoch + 1) * steps_per_epoch]
+        active = before[-1]["active"] if before else self.initial_active
+        return {
+            "dst_updates": len(updates),
+            "pruned": sum(h["pruned"] for h in updates),
+            "grown": sum(h["grown"] for h in updates),
+            "prune_rate": updates[-1]["prune_rate"] if updates else float("nan"),
+            "density": active / sum(p.numel() for p in self.params.values()),
+        }
+
+    def describe(self) -> str:
+        s = self.schedule
+        if s is None:
+            return "static masks"
+        return f"DST: {canonical_growth(s.growth)} growth every {s.update_frequency} of {s.total_steps} steps"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": self.masks, "fired": self.fired, "step": self.step, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the topology; the update log only ever grows (restoring the selected epoch must
+        not erase the record of the updates after it)."""
+        self.masks = {name: mask.clone() for name, mask in state["masks"].items()}
+        self.fired = {name: mask.clone() for name, mask in state["fired"].items()}
+        self.step = int(state["step"])
+        if len(state["history"]) >= len(self.history):
+            self.history = [dict(entry) for entry in state["history"]]

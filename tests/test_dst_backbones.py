@@ -1,4 +1,4 @@
-"""The seeds' backbones (spec §0 and §1.3): sizes, layer names, batch-statistics BatchNorm."""
+"""The papers' backbones: sizes, layer names, batch-statistics BatchNorm."""
 
 from __future__ import annotations
 

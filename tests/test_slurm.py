@@ -52,7 +52,14 @@ def unavailable(reason: str) -> None:
 
 
 def bounded(cmd: list[str], limit: int, log: Path, **kwargs) -> subprocess.CompletedProcess:
-    """Run cmd under `timeout -k` (SIGTERM at `limit` s, SIGKILL 15 s later), output to `log`."""
+    """Run cmd under `timeout -k` (SIGTERM at `limit` s, SIGKILL 15 s later), output to `log`.
+
+    The test's Python environment comes first on PATH, so jobs find its `sparsecl`.
+    """
+    env = dict(kwargs.pop("env", os.environ))
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
     with open(log, "w") as out:
         result = subprocess.run(
             ["timeout", "-k", "15", str(limit), *cmd],
@@ -60,6 +67,7 @@ def bounded(cmd: list[str], limit: int, log: Path, **kwargs) -> subprocess.Compl
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             timeout=limit + 30,
+            env=env,
             **kwargs,
         )
     return result

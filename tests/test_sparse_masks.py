@@ -21,7 +21,7 @@ from sparsecl.sparse import (
 )
 from sparsecl.sparse.stats import evaluation_columns, mask_statistics
 
-# Spec §0: ERK layer densities of the seeds' ResNet-18 with C = 100 at d = 0.2, 0.1, 0.05 (3 decimals).
+# ERK layer densities of the papers' ResNet-18 with C = 100 at d = 0.2, 0.1, 0.05 (3 decimals).
 ERK_TABLE = [
     (["conv1"], (1.000, 1.000, 0.519)),
     ([f"layer1.{b}.conv{c}" for b in (0, 1) for c in (1, 2)], (0.998, 0.458, 0.219)),

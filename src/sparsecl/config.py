@@ -93,6 +93,12 @@ def _build(cls: type, data: dict[str, Any], where: str):
     return cls(**data)
 
 
+def method_args(cls: type, run: RunConfig):
+    """The run's `method_args` as the method's typed dataclass (lists become tuples)."""
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in run.method_args.items()}
+    return _build(cls, args, "method_args")
+
+
 def _listify(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 

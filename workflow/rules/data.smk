@@ -5,7 +5,7 @@
 # override in the config changes.
 # Files behind a login (miniImageNet, the Tiny Images pool) are taken from resources/manual/;
 # `sparsecl data manual` lists them, and the download job fails with one line saying what to do.
-# Data jobs that fail also print their log's last line (the one-line error) to Snakemake's output.
+# A failing data job's log (its one-line error) is shown by the profiles' `show-failed-logs`.
 
 
 localrules:
@@ -31,7 +31,6 @@ rule download:
     shell:
         "sparsecl data download {wildcards.dataset} --file {wildcards.filename:q} --out {output:q}"
         " --sources {params.sources:q} > {log} 2>&1"
-        " || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 rule prepare_data:
@@ -58,7 +57,6 @@ rule prepare_data:
     shell:
         "sparsecl data prepare {wildcards.dataset} --raw-dir {params.raw_dir}"
         " --out-dir {params.out_dir} --seed {params.seed} > {log} 2>&1"
-        " || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 rule scenario:
@@ -104,4 +102,3 @@ rule prepare_unlabeled:
         out_dir=subpath(output.meta, parent=True),
     shell:
         "sparsecl data unlabeled {wildcards.pool} {params.source} --out-dir {params.out_dir} > {log} 2>&1"
-        " || {{ tail -n 1 {log} >&2; exit 1; }}"

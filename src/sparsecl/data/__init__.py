@@ -6,4 +6,13 @@ from .store import PreparedSplit, load_meta, load_split, write_prepared
 
 import_submodules(__name__, __path__)
 
-__all__ = ["DATASETS", "DatasetSpec", "PreparedSplit", "RemoteFile", "get_dataset", "load_meta", "load_split", "write_prepared"]
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "PreparedSplit",
+    "RemoteFile",
+    "get_dataset",
+    "load_meta",
+    "load_split",
+    "write_prepared",
+]

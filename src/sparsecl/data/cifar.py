@@ -116,6 +116,6 @@ def _register(
     )
 
 
-# Normalisation constants as the CL-with-DST / FOCIL code uses them (spec §1.5).
+# Normalisation constants as the CL-with-DST / FOCIL code uses them.
 _register("cifar10", CIFAR10, 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 _register("cifar100", CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))

@@ -55,7 +55,7 @@ FASHION_NAMES = [
     "Ankle boot",
 ]
 
-# FOCIL normalises both datasets with the MNIST constants (spec §2.5).
+# FOCIL normalises both datasets with the MNIST constants.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
 

@@ -1,4 +1,4 @@
-"""The prepared-data format shared by every dataset (DESIGN §3).
+"""The prepared-data format shared by every dataset.
 
 resources/data/<dataset>/{train,test}/images.npy   uint8 [N, H, W, C]
 resources/data/<dataset>/{train,test}/labels.npy   int64 [N], class ids 0..C-1
@@ -67,7 +67,9 @@ def _check_split(name: str, split: PreparedSplit, num_classes: int) -> None:
     if split.labels.shape != (len(split.images),):
         raise DataError(f"{name} labels: expected shape ({len(split.images)},), got {split.labels.shape}")
     if len(split.labels) and (split.labels.min() < 0 or split.labels.max() >= num_classes):
-        raise DataError(f"{name} labels: expected ids in [0, {num_classes}), got [{split.labels.min()}, {split.labels.max()}]")
+        raise DataError(
+            f"{name} labels: expected ids in [0, {num_classes}), got [{split.labels.min()}, {split.labels.max()}]"
+        )
 
 
 def load_meta(data_dir: str | Path) -> dict:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig
+from ..config import RunConfig, method_args
 from ..data import get_dataset
 from ..engine import DeviceData, autocast, make_optimizer, make_scheduler, predict_logits
 from ..engine.loop import LossFn, sliced_cross_entropy
@@ -71,11 +71,7 @@ class DSTArgs:
 
     @classmethod
     def of(cls, run: RunConfig) -> DSTArgs:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(run.method_args) - known)
-        if unknown:
-            raise ConfigError(f"method_args.{unknown[0]}: unknown key for dst; expected one of {sorted(known)}")
-        args = cls(**run.method_args)
+        args = method_args(cls, run)
         growths = (*GROWTH_MODES, *GROWTH_ALIASES)
         if args.growth not in growths:
             raise ConfigError(f"method_args.growth: expected one of {growths}, got {args.growth!r}")

@@ -30,13 +30,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, method_args
 from ..engine import make_optimizer, make_scheduler, train_epoch
 from ..engine.loop import LossFn, sliced_cross_entropy
 from ..errors import ConfigError
@@ -73,11 +73,7 @@ class FocilArgs:
 
     @classmethod
     def of(cls, run: RunConfig) -> FocilArgs:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(run.method_args) - known)
-        if unknown:
-            raise ConfigError(f"method_args.{unknown[0]}: unknown key for focil; expected one of {sorted(known)}")
-        args = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.method_args.items()})
+        args = method_args(cls, run)
         for key, allowed in (("search", SEARCHES), ("selection_score", SCORES)):
             if getattr(args, key) not in allowed:
                 raise ConfigError(f"method_args.{key}: expected one of {allowed}, got {getattr(args, key)!r}")

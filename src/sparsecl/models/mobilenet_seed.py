@@ -1,4 +1,4 @@
-"""The MobileNetV2 of the CL-with-DST code (spec §1.3), which its CIFAR driver uses by default.
+"""The MobileNetV2 of the CL-with-DST code, which its CIFAR driver uses by default.
 
 Unlike torchvision's it keeps the 1x1 expansion conv even when the expansion factor is 1, has
 a stride-2 stem and no stride adaptation for 32x32 inputs (the last feature map is 1x1), and

@@ -1,4 +1,4 @@
-"""The ResNet-18 of the CL-with-DST and FOCIL papers (spec §0), kept as those papers ran it.
+"""The ResNet-18 of the CL-with-DST and FOCIL papers, kept as those papers ran it.
 
 It differs from the CIFAR ResNet-18 (`resnet18`) in three ways that move the numbers:
 a 7x7 stride-2 stem (ImageNet style, even on 32x32 inputs, without the max-pool), BatchNorm

@@ -1,4 +1,4 @@
-"""Dynamic sparse training (spec §1.4): magnitude pruning, then regrowth of as many connections.
+"""Dynamic sparse training: magnitude pruning, then regrowth of as many connections.
 
 One topology update of a tensor W with mask M (W is already W * M):
 

@@ -7,9 +7,9 @@ For each network it times, on synthetic data:
   * one DST topology update (magnitude prune + regrowth of every maskable tensor), per growth
     criterion, in exact (standard) and in-expectation (faithful) mode where they differ.
 Each figure is the fastest of several runs. The update cost is also shown amortised over `update_frequency` steps (the paper's 100 and 400).
-Run by hand; `--write` replaces this script's section of benchmarks/DST.md.
+Run by hand; `--write` replaces this script's section of benchmarks/README.md.
 
-    python benchmarks/dst_overhead.py --write benchmarks/DST.md
+    python benchmarks/dst_overhead.py --write benchmarks/README.md
 """
 
 from __future__ import annotations

@@ -102,3 +102,9 @@ def test_a_bad_config_fails_before_any_job_runs(tmp_path):
         in output
     )
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+def test_the_workflow_passes_snakemakes_linter(tmp_path):
+    write_config(tmp_path, TINY)
+    result = snakemake(tmp_path, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr

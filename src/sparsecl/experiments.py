@@ -64,8 +64,6 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         return (
             f"{path}: {error.instance!r} is not allowed; expected one of: {', '.join(map(str, error.validator_value))}"
         )
-    if error.validator == "propertyNames" or error.validator == "pattern":
-        return f"{path}: {error.message}"
     return f"{path}: {error.message}"
 
 

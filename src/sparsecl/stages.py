@@ -43,10 +43,9 @@ def make_scenario(dataset: str, data_dir: Path, spec_json: str, out: Path) -> No
 
 
 def load_device_data(
-    run: RunConfig, data_dir: Path, split: str, scenario: Scenario, device: torch.device, augment: bool
+    run: RunConfig, data_dir: Path, meta: dict, split: str, scenario: Scenario, device: torch.device, augment: bool
 ) -> DeviceData:
     spec = get_dataset(run.dataset)
-    meta = load_meta(data_dir)
     prepared = load_split(data_dir, split)
     labels = scenario.label_map(meta["num_classes"])[prepared.labels]
     return DeviceData.from_numpy(
@@ -60,8 +59,7 @@ def load_device_data(
     )
 
 
-def build_model(run: RunConfig, data_dir: Path, scenario: Scenario, device: torch.device) -> torch.nn.Module:
-    meta = load_meta(data_dir)
+def build_model(run: RunConfig, meta: dict, scenario: Scenario, device: torch.device) -> torch.nn.Module:
     model = create_backbone(run.backbone, scenario.num_classes, tuple(meta["image_shape"]), **run.backbone_args)
     return prepare_model(model, device)
 
@@ -90,7 +88,8 @@ def train(
     if not 0 <= task < len(scenario.tasks):
         raise DataError(f"{scenario_path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
-    model = build_model(run, data_dir, scenario, device)
+    meta = load_meta(data_dir)
+    model = build_model(run, meta, scenario, device)
     prev_extra: dict[str, Any] = {}
     masks: dict[str, Any] = {}
     if task > 0:
@@ -105,7 +104,7 @@ def train(
         run=run,
         task=task,
         scenario=scenario,
-        data=load_device_data(run, data_dir, "train", scenario, device, augment=run.train.augment),
+        data=load_device_data(run, data_dir, meta, "train", scenario, device, augment=run.train.augment),
         device=device,
         generator=generator,
         model=model,
@@ -140,7 +139,8 @@ def evaluate(
     scenario = load_scenario(scenario_path)
     if len(masks_paths) != task + 1:
         raise DataError(f"evaluate task {task}: expected {task + 1} masks files, got {len(masks_paths)}")
-    model = build_model(run, data_dir, scenario, device)
+    meta = load_meta(data_dir)
+    model = build_model(run, meta, scenario, device)
     saved = load_torch(model_path, map_location=device)
     model.load_state_dict(saved["state_dict"])
     generator = seed_everything(task_generator_seed(run, task, purpose=1), device)
@@ -148,7 +148,7 @@ def evaluate(
         run=run,
         task=task,
         scenario=scenario,
-        data=load_device_data(run, data_dir, "test", scenario, device, augment=False),
+        data=load_device_data(run, data_dir, meta, "test", scenario, device, augment=False),
         device=device,
         generator=generator,
         model=model,

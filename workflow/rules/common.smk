@@ -24,7 +24,6 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 RUNS = {p.run.run_id: p for p in PLANNED}
-RUN_DIR = "results/runs/{experiment}/{point}/seed{seed}"
 
 
 wildcard_constraints:

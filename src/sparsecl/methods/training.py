@@ -56,9 +56,7 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
-        ctx.generator.set_state(
-            saved["generator"].to(ctx.generator.device) if ctx.generator.device.type != "cpu" else saved["generator"]
-        )
+        ctx.generator.set_state(saved["generator"].cpu())  # generator states are CPU byte tensors
         if method_state is not None:
             method_state.load_state_dict(saved["method_state"])
         rows, best, start = saved["rows"], saved["best"], saved["epoch"] + 1

@@ -32,3 +32,9 @@ rule all:
     default_target: True
     input:
         report_outputs(),
+
+
+# `snakemake data`: download, prepare and split the config's datasets, train nothing.
+rule data:
+    input:
+        all_data(),

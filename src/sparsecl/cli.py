@@ -18,6 +18,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(data_app, name="data")
 
 PathArg = Annotated[Path, typer.Option()]
+StageOpt = Annotated[str, typer.Option(help="the method's stage this job runs (single-stage methods: train)")]
+InputsOpt = Annotated[
+    list[str] | None, typer.Option("--input", help="NAME=PATH of a further file the stage reads (repeatable)")
+]
+
+
+def _named_paths(items: list[str] | None) -> dict[str, Path]:
+    named = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--input")
+        named[name] = Path(path)
+    return named
 
 
 def _device(requested: str, threads: int):
@@ -51,10 +65,12 @@ def train(
     resume: PathArg,
     prev_model: Annotated[Path | None, typer.Option()] = None,
     prev_masks: Annotated[Path | None, typer.Option()] = None,
+    stage: StageOpt = "train",
+    inputs: InputsOpt = None,
     device: str = "auto",
     threads: int = 1,
 ) -> None:
-    """Train one task, starting from the previous task's model and masks."""
+    """Train one task (or one stage of it), starting from the previous stage's model and masks."""
     from .stages import train as train_stage
 
     train_stage(
@@ -69,6 +85,8 @@ def train(
         out_log,
         resume,
         _device(device, threads),
+        stage=stage,
+        inputs=_named_paths(inputs),
     )
 
 
@@ -81,13 +99,26 @@ def evaluate(
     model: PathArg,
     masks: Annotated[list[Path], typer.Option(help="masks file of every task 0..TASK, in order")],
     out: PathArg,
+    stage: StageOpt = "train",
+    inputs: InputsOpt = None,
     device: str = "auto",
     threads: int = 1,
 ) -> None:
-    """Evaluate the model after TASK on every seen task (task-IL and class-IL)."""
+    """Evaluate the model after TASK (or one of its stages) on every seen task (task-IL and class-IL)."""
     from .stages import evaluate as evaluate_stage
 
-    evaluate_stage(config, data_dir, scenario, task, model, masks, out, _device(device, threads))
+    evaluate_stage(
+        config,
+        data_dir,
+        scenario,
+        task,
+        model,
+        masks,
+        out,
+        _device(device, threads),
+        stage=stage,
+        inputs=_named_paths(inputs),
+    )
 
 
 @app.command()
@@ -96,11 +127,12 @@ def summarize(
     evals: Annotated[list[Path], typer.Option("--eval", help="eval file of every task, in order")],
     out_metrics: PathArg,
     out_matrix: PathArg,
+    out_curves: PathArg,
 ) -> None:
-    """Accuracy matrix and ACC, BWT, forgetting, learning accuracy of one run."""
-    from .stages import summarize as summarize_stage
+    """Accuracy matrix, ACC, BWT, forgetting, learning accuracy and per-task curves of one run."""
+    from .summary import summarize as summarize_stage
 
-    summarize_stage(config, evals, out_metrics, out_matrix)
+    summarize_stage(config, evals, out_metrics, out_matrix, out_curves)
 
 
 @app.command()

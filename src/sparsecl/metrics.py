@@ -14,9 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def accuracy_matrix(rows: list[dict], key: str, num_tasks: int) -> np.ndarray:
-    """Assemble R from evaluation rows {task_trained, task_eval, <key>}; unset cells are NaN."""
-    matrix = np.full((num_tasks, num_tasks), np.nan)
+def accuracy_matrix(rows: list[dict], key: str, num_tasks: int, num_columns: int | None = None) -> np.ndarray:
+    """Assemble R from evaluation rows {task_trained, task_eval, <key>}; unset cells are NaN.
+
+    `num_columns` < `num_tasks` for data-incremental runs, whose steps all score one test set.
+    """
+    matrix = np.full((num_tasks, num_tasks if num_columns is None else num_columns), np.nan)
     for row in rows:
         matrix[int(row["task_trained"]), int(row["task_eval"])] = float(row[key])
     return matrix

@@ -16,9 +16,8 @@ from .data import get_dataset, load_meta, load_split
 from .engine import DeviceData, seed_everything
 from .engine.device import prepare_model
 from .errors import DataError
-from .io import load_torch, provenance, read_parquet_provenance, save_torch, write_parquet, write_text
+from .io import load_torch, provenance, save_torch, write_parquet, write_text
 from .methods import EvalContext, TaskContext, get_method
-from .metrics import accuracy_matrix, summarize_matrix
 from .models import create_backbone
 from .scenarios import Scenario, ScenarioSpec, build_scenario, load_scenario, save_scenario
 
@@ -81,6 +80,8 @@ def train(
     out_log: Path,
     resume_path: Path,
     device: torch.device,
+    stage: str = "train",
+    inputs: dict[str, Path] | None = None,
 ) -> None:
     started = time.time()
     run = load_run_config(run_config)
@@ -112,11 +113,15 @@ def train(
         prev_extra=prev_extra,
         resume_path=Path(resume_path),
         log=log_to_stdout,
+        stage=stage,
+        inputs=dict(inputs or {}),
     )
-    result = get_method(run.method).train_task(ctx)
+    result = get_method(run.method).train_stage(ctx)
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
-    prov.update(run_id=run.run_id, task=task, method=run.method, protocol=run.protocol)
+    prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
     save_torch(out_masks, _to_cpu(result.masks))
+    for name, table in result.tables.items():
+        write_parquet(Path(out_model).parent / f"{name}.parquet", table, prov)
     write_parquet(out_log, pd.DataFrame(result.log_rows), prov)
     save_torch(
         out_model, {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": prov}
@@ -133,6 +138,8 @@ def evaluate(
     masks_paths: list[Path],
     out: Path,
     device: torch.device,
+    stage: str = "train",
+    inputs: dict[str, Path] | None = None,
 ) -> None:
     started = time.time()
     run = load_run_config(run_config)
@@ -154,6 +161,8 @@ def evaluate(
         model=model,
         masks=[load_torch(p, map_location=device) for p in masks_paths],
         extra=saved.get("extra", {}),
+        stage=stage,
+        inputs=dict(inputs or {}),
     )
     rows = get_method(run.method).evaluate(ctx)
     for row in rows:
@@ -161,56 +170,8 @@ def evaluate(
             f"after task {task}: task {row['task_eval']} task-IL {row['acc_til']:.2f}% class-IL {row['acc_cil']:.2f}%"
         )
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
-    prov.update(run_id=run.run_id, task=task, method=run.method, protocol=run.protocol)
+    prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
     write_parquet(out, pd.DataFrame(rows), prov)
-
-
-SETTINGS = ("til", "cil")
-
-
-def summarize(run_config: Path, eval_paths: list[Path], out_metrics: Path, out_matrix: Path) -> None:
-    run = load_run_config(run_config)
-    frames = [pd.read_parquet(p) for p in eval_paths]
-    rows = pd.concat(frames).to_dict("records")
-    T = run.scenario.num_tasks
-    records, matrices = [], []
-    for setting in SETTINGS:
-        R = accuracy_matrix(rows, f"acc_{setting}", T)
-        summary = summarize_matrix(R)
-        records.append({"setting": setting, **summary})
-        matrix = pd.DataFrame(R, columns=[f"task{j}" for j in range(T)])
-        matrix.insert(0, "after_task", range(T))
-        matrix.insert(0, "setting", setting)
-        matrices.append(matrix)
-    extras = _extra_metrics(frames[-1])
-    metrics = pd.DataFrame(records)
-    for key, value in extras.items():
-        metrics[key] = value
-    for key, value in {
-        "run_id": run.run_id,
-        "experiment": run.experiment,
-        "point": run.point,
-        "seed": run.seed,
-        "method": run.method,
-        "protocol": run.protocol,
-        "dataset": run.dataset,
-        "num_tasks": T,
-    }.items():
-        metrics[key] = value
-    prov = provenance(run.to_dict(), seed=run.seed)
-    prov.update(run_id=run.run_id, final_evaluation=read_parquet_provenance(eval_paths[-1]))
-    write_parquet(out_metrics, metrics, prov)
-    write_text(out_matrix, pd.concat(matrices).to_csv(index=False, float_format="%.4f"))
-
-
-def _extra_metrics(final_eval: pd.DataFrame) -> dict[str, float]:
-    """Method-specific columns of the final evaluation (e.g. expert-selection accuracy), averaged."""
-    standard = {"task_trained", "task_eval", "n", "acc_til", "acc_cil"}
-    return {
-        c: float(final_eval[c].mean())
-        for c in final_eval.columns
-        if c not in standard and pd.api.types.is_numeric_dtype(final_eval[c])
-    }
 
 
 def _to_cpu(obj: Any) -> Any:

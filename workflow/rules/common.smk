@@ -115,7 +115,7 @@ def train_code(wildcards):
 DATA_CODE = code_fingerprint(
     "data", "io.py", exclude=("data/cli.py", "data/download.py", "data/sources.py")
 )
-SUMMARY_CODE = code_fingerprint("metrics.py")
+SUMMARY_CODE = code_fingerprint("metrics.py", "summary.py", "config.py", "io.py")
 
 
 def gpus_per_job():
@@ -212,14 +212,21 @@ def eval_inputs(wildcards):
     return inputs
 
 
+# Methods with several stages per task say which stage's evaluation stands for each task
+# (method name -> function(run, task) -> eval file); single-stage methods evaluate task<t>/.
+FINAL_EVALS = {}
+
+
+def task_eval(run, task):
+    final = FINAL_EVALS.get(run.method)
+    return final(run, task) if final else run_path(run, f"task{task}", "eval.parquet")
+
+
 def summarize_inputs(wildcards):
     run = run_of(wildcards)
     return {
         "config": run_path(run, "config.yaml"),
-        "evals": [
-            run_path(run, f"task{t}", "eval.parquet")
-            for t in range(run.scenario.num_tasks)
-        ],
+        "evals": [task_eval(run, t) for t in range(run.scenario.num_tasks)],
     }
 
 
@@ -229,6 +236,18 @@ def all_metrics():
 
 def all_matrices():
     return [run_path(p.run, "accuracy_matrix.csv") for p in PLANNED]
+
+
+def all_curves():
+    return [run_path(p.run, "curves.parquet") for p in PLANNED]
+
+
+def all_data():
+    """Prepared data and scenario files of every run (the `data` target)."""
+    return sorted(
+        {f"{data_dir(p.run.dataset)}/meta.json" for p in PLANNED}
+        | {scenario_file(p.run) for p in PLANNED}
+    )
 
 
 def reported_json():

@@ -8,6 +8,8 @@ rule evaluate:
         "results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
     log:
         "results/logs/evaluate/{experiment}/{point}/seed{seed}/task{task}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{experiment}/{point}/seed{seed}/task{task}.tsv"
     conda:
         "../../envs/sparsecl.yaml"
     threads: 1
@@ -36,6 +38,7 @@ rule summarize:
     output:
         metrics="results/runs/{experiment}/{point}/seed{seed}/metrics.parquet",
         matrix="results/runs/{experiment}/{point}/seed{seed}/accuracy_matrix.csv",
+        curves="results/runs/{experiment}/{point}/seed{seed}/curves.parquet",
     log:
         "results/logs/summarize/{experiment}/{point}/seed{seed}.log",
     conda:
@@ -47,4 +50,5 @@ rule summarize:
         code=SUMMARY_CODE,
     shell:
         "sparsecl summarize --config {input.config} $(printf -- '--eval %s ' {input.evals})"
-        " --out-metrics {output.metrics} --out-matrix {output.matrix} > {log} 2>&1"
+        " --out-metrics {output.metrics} --out-matrix {output.matrix} --out-curves {output.curves}"
+        " > {log} 2>&1"

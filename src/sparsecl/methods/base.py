@@ -2,8 +2,13 @@
 
 A method trains one task at a time (`train_task`), starting from what the previous task's
 stage wrote (model weights, masks, method state), and returns what this task's stage writes.
+A method whose paper runs several steps per task (train, sparsity-train, distil; prune rounds)
+names them in `stages` and implements `train_stage`: each stage is its own job, reading the
+previous stage's files and any further `inputs` (teachers, retrieval files) its rule declares.
 Evaluation after task t asks the method for a model per evaluated task (`model_for`) and
-scores task-IL (only that task's classes compete) and class-IL (all seen classes compete).
+scores task-IL (only that task's classes compete) and class-IL (all seen classes compete); in a
+data-incremental scenario every step sees every class, and the one score is top-1 accuracy on
+the whole test set.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -19,7 +24,11 @@ import torch.nn as nn
 from ..config import RunConfig
 from ..engine import DeviceData, predict_logits
 from ..registry import Registry
+from ..errors import ConfigError
 from ..scenarios import Scenario
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -37,6 +46,8 @@ class TaskContext:
     prev_extra: dict[str, Any]  # method state task t-1 stored in its model file
     resume_path: Path  # epoch-level resume file, outside the stage's declared outputs
     log: Callable[[str], None]
+    stage: str = "train"  # which of the method's `stages` this job runs
+    inputs: dict[str, Path] = field(default_factory=dict)  # further files the stage's rule declares
 
     def labels_of(self, tasks: range | list[int]) -> list[int]:
         return [label for t in tasks for label in self.scenario.tasks[t]]
@@ -48,6 +59,10 @@ class TaskContext:
     def val_index(self, tasks: range | list[int]) -> torch.Tensor:
         return self.data.indices_of(self.labels_of(tasks), self.scenario.val_index)
 
+    def chunk_index(self, step: int) -> torch.Tensor:
+        """Data-incremental: the training images of step `step` (every class, one chunk)."""
+        return torch.as_tensor(self.scenario.chunk_index[step], device=self.device)
+
 
 @dataclass
 class TaskResult:
@@ -57,6 +72,7 @@ class TaskResult:
     masks: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as <name>.parquet beside the model
 
 
 @dataclass
@@ -70,6 +86,12 @@ class EvalContext:
     model: nn.Module  # weights after `task`
     masks: list[dict[str, Any]]  # masks file of every task 0..task
     extra: dict[str, Any]
+    stage: str = "train"  # the stage whose model is evaluated
+    inputs: dict[str, Path] = field(default_factory=dict)
+
+    def evaluated_tasks(self) -> range:
+        """Tasks whose test images are scored: every seen task, or the whole test set once (data-incremental)."""
+        return range(1) if self.scenario.spec.kind == "data" else range(self.task + 1)
 
     def test_index(self, task: int) -> torch.Tensor:
         return self.data.indices_of(self.scenario.tasks[task])
@@ -83,9 +105,16 @@ class Method:
     """Base class; subclasses set `name` and implement `train_task`."""
 
     name: ClassVar[str]
+    stages: ClassVar[tuple[str, ...]] = ("train",)
 
     def train_task(self, ctx: TaskContext) -> TaskResult:
         raise NotImplementedError
+
+    def train_stage(self, ctx: TaskContext) -> TaskResult:
+        """Run stage `ctx.stage`; single-stage methods only have `train`."""
+        if ctx.stage not in self.stages:
+            raise ConfigError(f"--stage: method {self.name} has stages {', '.join(self.stages)}, got {ctx.stage!r}")
+        return self.train_task(ctx)
 
     def model_for(self, ctx: EvalContext, task: int | None) -> nn.Module:
         """The network that answers for `task` (None: class-IL, task unknown). Dense: one network."""
@@ -97,7 +126,7 @@ class Method:
         seen = ctx.seen_labels()
         cil_model = self.model_for(ctx, None)
         batch = ctx.run.train.eval_batch_size
-        for j in range(ctx.task + 1):
+        for j in ctx.evaluated_tasks():
             idx = ctx.test_index(j)
             labels = ctx.data.labels[idx]
             task_labels = torch.as_tensor(ctx.scenario.tasks[j], device=ctx.device)

@@ -75,16 +75,16 @@ def fit(
             after_backward=after_backward,
             after_step=after_step,
         )
-        if scheduler is not None:
-            scheduler.step()
         row = {
             "task": ctx.task,
             "epoch": epoch,
             "loss": stats.loss,
             "train_acc": stats.accuracy,
             "images_per_s": stats.images_per_second,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": optimizer.param_groups[0]["lr"],  # the rate this epoch trained at
         }
+        if scheduler is not None:
+            scheduler.step()
         line = stats.line(epochs, prefix=f"task {ctx.task} ")
         if score is not None:
             row["score"] = value = float(score(stats))

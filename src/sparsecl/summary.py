@@ -30,9 +30,7 @@ def settings_of(kind: str) -> tuple[str, ...]:
     return ("data",) if kind == "data" else ("til", "cil")
 
 
-def summarize(
-    run_config: Path, eval_paths: list[Path], out_metrics: Path, out_matrix: Path, out_curves: Path
-) -> None:
+def summarize(run_config: Path, eval_paths: list[Path], out_metrics: Path, out_matrix: Path, out_curves: Path) -> None:
     run = load_run_config(run_config)
     frames = [pd.read_parquet(p) for p in eval_paths]
     rows = pd.concat(frames).to_dict("records")
@@ -49,7 +47,9 @@ def summarize(
         matrix.insert(0, "setting", setting)
         matrices.append(matrix)
         for t in range(T):
-            curves.append({"setting": setting, "after_task": t, "metric": "acc", "value": float(np.mean(R[t, : t + 1]))})
+            curves.append(
+                {"setting": setting, "after_task": t, "metric": "acc", "value": float(np.mean(R[t, : t + 1]))}
+            )
     for t, frame in enumerate(frames):
         own = frame[frame["task_eval"] == (0 if kind == "data" else t)]
         for column, value in _method_columns(own).items():

@@ -23,8 +23,8 @@ import torch.nn as nn
 
 from ..config import RunConfig
 from ..engine import DeviceData, predict_logits
-from ..registry import Registry
 from ..errors import ConfigError
+from ..registry import Registry
 from ..scenarios import Scenario
 
 if TYPE_CHECKING:

@@ -1,20 +1,57 @@
-"""Seed aggregation, tables and the reproduction ledger."""
+"""Seed aggregation, the summary tables and the reproduction ledger, from hand-made metrics."""
+
+import copy
 
 import pandas as pd
+import pytest
+import yaml
 
-from sparsecl.report.tables import aggregate, reproduction_markdown, summary_markdown
+from sparsecl.errors import ConfigError
+from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
+from sparsecl.report.ledger import Results, ledger_rows, no_value_rows, verdict_lines
+from sparsecl.report.tables import aggregate, aggregate_curves, summary_markdown
+
+from .workflow_helpers import ROOT
+
+IDS = {"method": "dst", "protocol": "standard", "dataset": "digits", "num_tasks": 3}
 
 
-def metrics_rows():
+def metrics_rows(experiment="e", point="p", accs=(60.0, 64.0), bwts=(0.0, 0.0)):
     rows = []
-    for seed, acc in ((0, 60.0), (1, 64.0)):
+    for seed, (acc, bwt) in enumerate(zip(accs, bwts)):
         for setting, shift in (("til", 0.0), ("cil", -40.0)):
             rows.append(
-                {"run_id": f"e/p/seed{seed}", "experiment": "e", "point": "p", "method": "dst", "protocol": "standard",
-                 "dataset": "digits", "num_tasks": 5, "seed": seed, "setting": setting, "acc": acc + shift,
-                 "bwt": 0.0, "forgetting": 0.0, "learning_acc": 90.0}
+                {"run_id": f"{experiment}/{point}/seed{seed}", "experiment": experiment, "point": point, **IDS,
+                 "seed": seed, "setting": setting, "acc": acc + shift, "bwt": bwt, "forgetting": -bwt,
+                 "learning_acc": 90.0}
             )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def curve_rows(experiment="e", point="p", per_seed=((50.0, 55.0, 60.0), (52.0, 57.0, 64.0))):
+    rows = []
+    for seed, values in enumerate(per_seed):
+        for t, value in enumerate(values):
+            for setting in ("til", "cil"):
+                rows.append(
+                    {"run_id": f"{experiment}/{point}/seed{seed}", "experiment": experiment, "point": point, **IDS,
+                     "seed": seed, "setting": setting, "after_task": t, "metric": "acc", "value": value}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def results_of(*pairs):
+    metrics = pd.concat([m for m, _ in pairs], ignore_index=True)
+    curves = pd.concat([c for _, c in pairs], ignore_index=True)
+    return aggregate(metrics), Results(aggregate(metrics), aggregate_curves(curves))
+
+
+def entry(**kw):
+    return {"paper": "Paper", "experiment": "e", "point": "p", "source": "Table 1", **kw}
+
+
+def verdicts(rows):
+    return [r["verdict"] for r in rows]
 
 
 def test_aggregate_gives_mean_and_sample_std_over_seeds():
@@ -25,18 +62,144 @@ def test_aggregate_gives_mean_and_sample_std_over_seeds():
     assert agg.loc["til", "seeds"] == 2
 
 
-def test_summary_table_shows_mean_plus_minus_std():
-    text = summary_markdown(aggregate(metrics_rows()), decimals=1)
-    assert "62.0 ± 2.8" in text and "22.0 ± 2.8" in text
+def test_summary_shows_the_headline_setting_first_with_mean_plus_minus_std():
+    agg, results = results_of((metrics_rows(), curve_rows()))
+    text = summary_markdown(agg, results.curves.reset_index(), decimals=1)
+    headline = text.split("## Headline")[1].split("## Task-incremental")[0]
+    assert "| e | p | dst | standard | digits | til |" in headline  # dst's paper measures task-IL
+    assert "62.0 ± 2.8" in headline and "22.0 ± 2.8" not in headline
+    assert "22.0 ± 2.8" in text.split("## Class-incremental")[1]
 
 
-def test_ledger_puts_the_paper_value_beside_ours_with_the_delta():
-    reported = {"e": {"p": {"values": {"acc_til": 61.0, "acc_cil": 30.0}, "source": "Table 1"}}}
-    text = reproduction_markdown(aggregate(metrics_rows()), reported, decimals=1, tolerance=2.0)
-    assert "| e | p | acc_til | 61.0 | 62.0 ± 2.8 | +1.0 | yes | Table 1 |" in text
-    assert "| e | p | acc_cil | 30.0 | 22.0 ± 2.8 | -8.0 | no | Table 1 |" in text
+def test_a_table_value_passes_within_tolerance_and_fails_outside_it():
+    _, results = results_of((metrics_rows(), curve_rows()))
+    rows = ledger_rows(
+        [entry(kind="table", metric="acc_til", value=61.0), entry(kind="table", metric="acc_cil", value=30.0)],
+        results,
+        tolerance=2.0,
+        decimals=1,
+    )
+    assert verdicts(rows) == ["pass", "fail"]
+    assert rows[0]["ours"] == "62.0 ± 2.8 (n=2)" and rows[0]["delta"] == "+1.0"
+    assert rows[1]["delta"] == "-8.0"
 
 
-def test_ledger_says_not_transcribed_rather_than_inventing_a_value():
-    text = reproduction_markdown(aggregate(metrics_rows()), {"e": {"p": {"values": {}, "source": ""}}}, 1, 2.0)
-    assert "not transcribed" in text
+def test_a_figure_value_is_allowed_its_reading_uncertainty_on_top_of_the_tolerance():
+    _, results = results_of((metrics_rows(), curve_rows()))
+    near = entry(kind="figure", metric="acc_til", value=58.5, uncertainty=1.5)  # delta 3.5 = 2 + 1.5
+    far = entry(kind="figure", metric="acc_til", value=58.4, uncertainty=1.5)
+    assert verdicts(ledger_rows([near, far], results, tolerance=2.0, decimals=1)) == ["pass", "fail"]
+
+
+def test_a_code_value_is_compared_to_its_printed_precision():
+    _, results = results_of((metrics_rows(accs=(64.001, 64.003)), curve_rows()))
+    same = entry(kind="code", metric="acc_til", value=64.00, decimals=2)
+    other = entry(kind="code", metric="acc_til", value=64.01, decimals=2)
+    assert verdicts(ledger_rows([same, other], results, tolerance=2.0, decimals=1)) == ["pass", "fail"]
+
+
+def test_a_curve_is_compared_task_by_task_and_reference_rows_are_not_targets():
+    _, results = results_of((metrics_rows(), curve_rows()))
+    curve = entry(kind="figure", metric="acc_cil", curve=[51.0, 50.0, 62.0], uncertainty=0.5)
+    reference = entry(kind="reference", metric="acc_cil", curve=[0.0, 0.0, 0.0])
+    rows = ledger_rows([curve, reference], results, tolerance=2.0, decimals=1)
+    assert [r["metric"] for r in rows[:3]] == [f"acc_cil after task {t}" for t in (1, 2, 3)]
+    assert verdicts(rows) == ["pass", "fail", "pass"] + ["reference"] * 3
+
+
+def test_a_claim_across_experiments_passes_fails_or_is_within_noise():
+    pairs = (
+        (metrics_rows("dst", accs=(90.0, 92.0), bwts=(0.0, 0.0)), curve_rows("dst")),
+        (metrics_rows("ft", accs=(60.0, 61.0), bwts=(-30.0, -34.0)), curve_rows("ft")),
+        (metrics_rows("close", accs=(89.0, 93.0), bwts=(-1.0, 1.0)), curve_rows("close")),
+    )
+    _, results = results_of(*pairs)
+
+    def claim(left, op, right):
+        return entry(kind="claim", claim="c", metric="acc_til", left=left, op=op, right=right)
+
+    rows = ledger_rows(
+        [claim("dst/p", ">=", "ft/p"), claim("dst/p", "<=", "ft/p"), claim("dst/p", ">=", "close/p")],
+        results,
+        tolerance=2.0,
+        decimals=1,
+    )
+    assert verdicts(rows) == ["pass", "fail", "within noise"]
+    assert rows[0]["ours"] == "91.0 ± 1.4 (n=2) vs 60.5 ± 0.7 (n=2)"
+
+
+def test_a_claim_whose_side_was_not_run_says_so_and_a_bound_claim_checks_the_mean():
+    _, results = results_of((metrics_rows(bwts=(-0.5, 0.3)), curve_rows()))
+    missing = entry(kind="claim", claim="c", metric="acc_til", left="e/p", op=">=", right="baseline/default")
+    bound = entry(kind="claim", claim="|BWT| <= 1", metric="bwt_cil", left="e/p", min=-1, max=1)
+    outside = entry(kind="claim", claim="keeps 3-8%", metric="acc_til", left="e/p", min=3, max=8)
+    assert verdicts(ledger_rows([missing, bound, outside], results, 2.0, 1)) == ["not run", "pass", "fail"]
+
+
+def test_a_spread_claim_needs_some_group_to_differ_beyond_noise():
+    pairs = [(metrics_rows(e, accs=a), curve_rows(e)) for e, a in (("a", (80, 81)), ("b", (70, 71)), ("c", (79, 82)))]
+    _, results = results_of(*pairs)
+    apart = entry(kind="claim", claim="growth matters", metric="acc_til", spread=[["a/p", "c/p"], ["a/p", "b/p"]])
+    close = entry(kind="claim", claim="growth matters", metric="acc_til", spread=[["a/p", "c/p"]])
+    assert verdicts(ledger_rows([apart, close], results, 2.0, 1)) == ["pass", "within noise"]
+
+
+def test_an_experiment_no_entry_speaks_of_has_no_published_value_and_the_verdict_line_counts():
+    agg, results = results_of((metrics_rows("e"), curve_rows("e")), (metrics_rows("other"), curve_rows("other")))
+    entries = [entry(kind="table", metric="acc_til", value=61.0), entry(kind="table", metric="acc_cil", value=30.0)]
+    rows = ledger_rows(entries, results, 2.0, 1) + no_value_rows(agg, entries, {})
+    assert rows[-1]["experiment/point"] == "other (1 point)" and rows[-1]["verdict"] == "no published value"
+    lines = verdict_lines(rows, {"Paper": {"note": "tables are not public"}})
+    assert "- **Paper**: 2 checks: 1 pass, 1 fail, 0 within noise, 0 not run." in lines
+    assert "  tables are not public" in lines
+    assert any("1 experiments without a published value" in line for line in lines)
+
+
+@pytest.fixture(scope="module")
+def demo_config():
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"kind": "tabel", "metric": "acc_til", "value": 1, "source": "s"}, "reported.0.kind: 'tabel' is not allowed"),
+        (
+            {"kind": "claim", "claim": "c", "metric": "acc_til", "op": ">=", "right": "dst/default", "source": "s"},
+            "reported.0: 'left' is a required property",
+        ),
+        (
+            {"kind": "table", "metric": "acc_til", "curve": [1, 2], "source": "s"},
+            "reported.0.curve: expected 5 values (one per task), got 2",
+        ),
+        (
+            {"kind": "figure", "metric": "acc_til", "value": 1, "source": "s"},
+            "reported.0: 'uncertainty' is a required property",
+        ),
+        (
+            {"kind": "table", "metric": "acc_til", "value": 1, "left": "dst/default", "source": "s"},
+            "reported.0.left: not allowed here (kind 'table')",
+        ),
+        (
+            {
+                "kind": "claim",
+                "claim": "c",
+                "metric": "acc_til",
+                "left": "dst/typo",
+                "op": ">=",
+                "right": "dst/default",
+                "source": "s",
+            },
+            "reported.0.left: 'typo' is not a grid point of dst",
+        ),  # fmt: skip
+    ],
+)
+def test_a_malformed_reported_entry_is_one_config_error_naming_the_key(demo_config, bad, message):
+    config = copy.deepcopy(demo_config)
+    config["experiments"]["dst"]["reported"] = [bad]
+    schema = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
+    with pytest.raises(ConfigError) as err:
+        checked = validate(config, schema)
+        plan_ledger(checked, plan_runs(checked, schema))
+    assert f"experiments.dst.{message}" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -49,7 +49,7 @@ def test_the_run_writes_tables_plots_and_per_task_files(finished_run):
     for t in range(3):
         for name in ("model.pt", "masks.pt", "train_log.parquet", "eval.parquet"):
             assert (run / f"task{t}" / name).exists()
-    assert "not transcribed" in (tables / "reproduction.md").read_text()
+    assert "no published value" in (tables / "reproduction.md").read_text()
 
 
 def test_accuracies_are_above_chance_and_finetune_forgets(finished_run):

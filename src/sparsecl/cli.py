@@ -139,7 +139,8 @@ def summarize(
 def report(
     metrics: Annotated[list[Path], typer.Option("--metrics", help="metrics file of every run")],
     matrices: Annotated[list[Path], typer.Option("--matrix", help="accuracy matrix of every run, same order")],
-    reported: Annotated[str, typer.Option(help="JSON: experiment -> point -> paper values")],
+    curves: Annotated[list[Path], typer.Option("--curves", help="per-task curves of every run, same order")],
+    ledger: Annotated[str, typer.Option(help="JSON: the reference values and papers' notes of the ledger")],
     tables_dir: PathArg,
     plots_dir: PathArg,
     decimals: int = 1,
@@ -148,7 +149,7 @@ def report(
     """Tables (mean ± std over seeds), the reproduction ledger and plots."""
     from .report import build_report
 
-    build_report(metrics, matrices, reported, tables_dir, plots_dir, decimals=decimals, tolerance=tolerance)
+    build_report(metrics, matrices, curves, ledger, tables_dir, plots_dir, decimals=decimals, tolerance=tolerance)
 
 
 def main() -> None:

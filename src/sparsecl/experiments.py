@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,18 @@ from .scenarios import ScenarioSpec
 @dataclass(frozen=True)
 class PlannedRun:
     run: RunConfig
-    reported: dict[str, float]
-    reported_source: str
+    paper: str  # the paper the run's experiment reproduces ("" for baselines)
+
+
+# The paper each method reproduces, as the ledger names it (an experiment's `paper` overrides it).
+PAPERS = {
+    "dst": "CL-with-DST (CPAL 2024)",
+    "focil": "FOCIL (arXiv 2403.14684v1)",
+    "multistep": "Multi-step sparsity training (IEEE Access 2023)",
+    "tickets_cil": "Lifelong Tickets (ICLR 2021)",
+    "tickets_td": "Lifelong Tickets (ICLR 2021)",
+    "tickets_bu": "Lifelong Tickets (ICLR 2021)",
+}
 
 
 def load_schema(path: str | Path) -> dict:
@@ -60,6 +71,12 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         extra = sorted(set(error.instance) - set(allowed))
         key = f"{path}.{extra[0]}" if path != "<top level>" else extra[0]
         return f"{key}: unknown key; allowed: {', '.join(allowed) if allowed else 'none'}"
+    if error.validator == "not" and isinstance(error.instance, dict):
+        forbidden = [k for option in error.validator_value.get("anyOf", []) for k in option.get("required", [])]
+        present = [k for k in forbidden if k in error.instance]
+        if present:
+            kind = error.instance.get("kind")
+            return f"{path}.{present[0]}: not allowed here" + (f" (kind {kind!r})" if kind else "")
     if error.validator == "enum":
         return (
             f"{path}: {error.instance!r} is not allowed; expected one of: {', '.join(map(str, error.validator_value))}"
@@ -103,12 +120,66 @@ def plan_runs(config: dict, schema: dict) -> list[PlannedRun]:
             for key, value in zip(keys, values):
                 _set_dotted(settings, key, value)
             settings = validate({"experiments": {name: settings}}, schema)["experiments"][name]
+            paper = settings.get("paper", PAPERS.get(settings["method"], ""))
             for seed in seeds:
-                run = _run_config(name, point, seed, settings)
-                planned.append(
-                    PlannedRun(run, _reported(settings.get("reported", {}), point), settings["reported_source"])
-                )
+                planned.append(PlannedRun(_run_config(name, point, seed, settings), paper))
     return planned
+
+
+def plan_ledger(config: dict, planned: list[PlannedRun]) -> list[dict[str, Any]]:
+    """Every `reported` entry of the config, one per (entry, grid point), checked against the runs.
+
+    An entry without `point` stands for every point of its experiment. A curve must have one value
+    per task; a claim's `experiment/point` must name a point of the config when its experiment is
+    in it (an experiment the config does not run leaves the claim "not run").
+    """
+    points = {(p.run.experiment, p.run.point): p for p in planned}
+    by_experiment: dict[str, list[str]] = {}
+    for experiment, point in points:
+        by_experiment.setdefault(experiment, [])
+        if point not in by_experiment[experiment]:
+            by_experiment[experiment].append(point)
+    entries = []
+    for name, experiment in config["experiments"].items():
+        for i, entry in enumerate(experiment.get("reported", [])):
+            where = f"experiments.{name}.reported.{i}"
+            if entry["kind"] == "claim":
+                for key in ("left", "right"):
+                    if key in entry:
+                        _check_reference(entry[key], by_experiment, f"{where}.{key}")
+                for g, group in enumerate(entry.get("spread", [])):
+                    for ref in group:
+                        _check_reference(ref, by_experiment, f"{where}.spread.{g}")
+                paper = points[(name, by_experiment[name][0])].paper
+                entries.append({**entry, "paper": paper, "experiment": name, "point": entry.get("left", "")})
+                continue
+            if "point" in entry and entry["point"] not in by_experiment[name]:
+                raise ConfigError(
+                    f"{where}.point: {entry['point']!r} is not a grid point of {name};"
+                    f" expected one of: {', '.join(by_experiment[name])}"
+                )
+            for point in [entry["point"]] if "point" in entry else by_experiment[name]:
+                run = points[(name, point)]
+                tasks = run.run.scenario.num_tasks
+                if "curve" in entry and len(entry["curve"]) != tasks:
+                    raise ConfigError(
+                        f"{where}.curve: expected {tasks} values (one per task), got {len(entry['curve'])}"
+                    )
+                entries.append({**entry, "paper": run.paper, "experiment": name, "point": point})
+    return entries
+
+
+def paper_slug(paper: str) -> str:
+    """A paper's name as a file name (its ledger plot)."""
+    return re.sub(r"[^a-z0-9]+", "-", paper.lower()).strip("-")
+
+
+def _check_reference(ref: str, by_experiment: dict[str, list[str]], where: str) -> None:
+    experiment, _, point = ref.partition("/")
+    if experiment in by_experiment and point not in by_experiment[experiment]:
+        raise ConfigError(
+            f"{where}: {point!r} is not a grid point of {experiment}; expected one of: {', '.join(by_experiment[experiment])}"
+        )
 
 
 def _run_config(name: str, point: str, seed: int, settings: dict) -> RunConfig:
@@ -130,12 +201,6 @@ def _run_config(name: str, point: str, seed: int, settings: dict) -> RunConfig:
         train=TrainConfig(**settings["train"]),
         method_args=settings["method_args"],
     )
-
-
-def _reported(reported: dict, point: str) -> dict[str, float]:
-    values = dict(reported.get("all", {}) or {})
-    values.update(reported.get(point, {}) or {})
-    return values
 
 
 def _set_dotted(settings: dict, key: str, value: Any) -> None:

@@ -15,12 +15,19 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from sparsecl.data import sources as data_sources  # noqa: E402
 from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
 from sparsecl.errors import ConfigError  # noqa: E402
-from sparsecl.experiments import load_schema, plan_runs, validate  # noqa: E402
+from sparsecl.experiments import (  # noqa: E402
+    load_schema,
+    paper_slug,
+    plan_ledger,
+    plan_runs,
+    validate,
+)
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 try:
     config.update(validate(config, SCHEMA))
     PLANNED = plan_runs(config, SCHEMA)
+    LEDGER = plan_ledger(config, PLANNED)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 RUNS = {p.run.run_id: p for p in PLANNED}
@@ -250,12 +257,14 @@ def all_data():
     )
 
 
-def reported_json():
-    reported = {}
-    for p in PLANNED:
-        entry = reported.setdefault(p.run.experiment, {})
-        entry[p.run.point] = {"values": p.reported, "source": p.reported_source}
-    return json.dumps(reported, sort_keys=True)
+def ledger_json():
+    """The reference values, and the papers' notes, for the reproduction ledger."""
+    return json.dumps({"entries": LEDGER, "papers": config["papers"]}, sort_keys=True)
+
+
+def curve_papers():
+    """Papers with a published per-task curve: the ledger plots each one against ours."""
+    return sorted({e["paper"] for e in LEDGER if "curve" in e})
 
 
 def experiment_points():
@@ -264,7 +273,7 @@ def experiment_points():
 
 def report_outputs():
     tables = [f"results/tables/summary.{ext}" for ext in ("md", "csv", "parquet")] + [
-        "results/tables/reproduction.md"
+        f"results/tables/reproduction.{ext}" for ext in ("md", "csv")
     ]
     plots = [
         f"results/plots/{experiment}/{point}/accuracy_matrix.png"
@@ -272,7 +281,7 @@ def report_outputs():
     ] + [
         f"results/plots/{experiment}/accuracy_curve.png"
         for experiment in sorted({e for e, _ in experiment_points()})
-    ]
+    ] + [f"results/plots/ledger/{paper_slug(paper)}.png" for paper in curve_papers()]
     return tables + plots
 
 

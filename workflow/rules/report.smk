@@ -9,6 +9,7 @@ rule report:
     input:
         metrics=all_metrics(),
         matrices=all_matrices(),
+        curves=all_curves(),
     output:
         summary_md=report(
             "results/tables/summary.md",
@@ -22,6 +23,7 @@ rule report:
             caption="../report/reproduction.rst",
             category="Tables",
         ),
+        ledger_csv="results/tables/reproduction.csv",
         matrix_plots=report(
             expand(
                 "results/plots/{ep[0]}/{ep[1]}/accuracy_matrix.png",
@@ -38,6 +40,14 @@ rule report:
             caption="../report/accuracy_curve.rst",
             category="Accuracy curves",
         ),
+        ledger_plots=report(
+            expand(
+                "results/plots/ledger/{paper}.png",
+                paper=[paper_slug(p) for p in curve_papers()],
+            ),
+            caption="../report/ledger_curve.rst",
+            category="Reproduction ledger",
+        ),
     log:
         "results/logs/report/report.log",
     conda:
@@ -46,12 +56,12 @@ rule report:
         mem_mb=attempt_scaled(2000),
         runtime=attempt_scaled(10),
     params:
-        reported=reported_json(),
+        ledger=ledger_json(),
         decimals=config["report"]["decimals"],
         tolerance=config["report"]["tolerance"],
         tables_dir=subpath(output.summary_md, parent=True),
     shell:
         "sparsecl report $(printf -- '--metrics %s ' {input.metrics})"
-        " $(printf -- '--matrix %s ' {input.matrices}) --reported {params.reported:q}"
-        " --tables-dir {params.tables_dir} --plots-dir results/plots"
+        " $(printf -- '--matrix %s ' {input.matrices}) $(printf -- '--curves %s ' {input.curves})"
+        " --ledger {params.ledger:q} --tables-dir {params.tables_dir} --plots-dir results/plots"
         " --decimals {params.decimals} --tolerance {params.tolerance} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Read every run's metrics and accuracy matrix; write tables, ledger and plots."""
+"""Read every run's metrics, curves and accuracy matrix; write tables, the ledger and plots."""
 
 from __future__ import annotations
 
@@ -9,37 +9,78 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..experiments import paper_slug
 from ..io import provenance, write_parquet, write_text
-from .plots import accuracy_curves, matrix_heatmaps
-from .tables import aggregate, reproduction_markdown, summary_markdown
+from .ledger import Results, ledger_rows, no_value_rows, verdict_lines
+from .plots import accuracy_curves, ledger_curves, matrix_heatmaps
+from .tables import aggregate, aggregate_curves, markdown_table, summary_markdown
+
+LEDGER_COLUMNS = [
+    "paper", "experiment/point", "metric", "protocol", "kind", "paper value", "ours", "delta", "verdict", "source",
+]  # fmt: skip
 
 
 def build_report(
     metrics_paths: list[Path],
     matrix_paths: list[Path],
-    reported_json: str,
+    curve_paths: list[Path],
+    ledger_json: str,
     tables_dir: Path,
     plots_dir: Path,
     *,
     decimals: int = 1,
     tolerance: float = 2.0,
 ) -> None:
-    if len(metrics_paths) != len(matrix_paths):
-        raise DataError(f"report: {len(metrics_paths)} metrics files but {len(matrix_paths)} matrices")
+    if not len(metrics_paths) == len(matrix_paths) == len(curve_paths):
+        raise DataError(
+            f"report: {len(metrics_paths)} metrics files, {len(matrix_paths)} matrices and {len(curve_paths)} curve files"
+        )
     metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
-    agg = aggregate(metrics)
+    curves = pd.concat([pd.read_parquet(p) for p in curve_paths], ignore_index=True)
+    agg, agg_curves = aggregate(metrics), aggregate_curves(curves)
     tables_dir, plots_dir = Path(tables_dir), Path(plots_dir)
     prov = provenance({"runs": sorted(metrics["run_id"].unique())})
     write_parquet(tables_dir / "summary.parquet", agg, prov)
     write_text(tables_dir / "summary.csv", agg.to_csv(index=False, float_format="%.4f"))
-    write_text(tables_dir / "summary.md", summary_markdown(agg, decimals))
-    write_text(
-        tables_dir / "reproduction.md", reproduction_markdown(agg, json.loads(reported_json), decimals, tolerance)
-    )
-    _plots(metrics, matrix_paths, plots_dir)
+    write_text(tables_dir / "summary.md", summary_markdown(agg, agg_curves, decimals))
+
+    ledger = json.loads(ledger_json)
+    entries, notes = ledger["entries"], ledger.get("papers", {})
+    results = Results(agg, agg_curves)
+    papers_of = {e["experiment"]: e["paper"] for e in entries}
+    rows = ledger_rows(entries, results, tolerance, decimals) + no_value_rows(agg, entries, papers_of)
+    table = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+    write_text(tables_dir / "reproduction.csv", table.to_csv(index=False))
+    write_text(tables_dir / "reproduction.md", _ledger_markdown(table, rows, notes, tolerance))
+
+    _plots(metrics, curves, matrix_paths, plots_dir)
+    for paper in sorted({e["paper"] for e in entries if "curve" in e}):
+        curve_entries = [e for e in entries if e["paper"] == paper and "curve" in e]
+        ledger_curves(paper, curve_entries, results, plots_dir / "ledger" / f"{paper_slug(paper)}.png")
 
 
-def _plots(metrics: pd.DataFrame, matrix_paths: list[Path], plots_dir: Path) -> None:
+def _ledger_markdown(table: pd.DataFrame, rows: list[dict], notes: dict, tolerance: float) -> str:
+    header = [
+        "# Reproduction ledger",
+        "",
+        "Each row is one reference value: a number printed in a paper's table (`table`, within"
+        f" {tolerance:g} points), a value read off a figure (`figure`, within its reading uncertainty plus"
+        f" {tolerance:g}), a value the published code produces by construction (`code`, to the printed"
+        " precision), a row shown for comparison (`reference`), or a statement of the paper checked on our"
+        " own runs (`claim`: `within noise` when the two mean ± std intervals overlap). Ours: mean ± std"
+        " over n seeds.",
+        "",
+        "## Verdicts",
+        "",
+        *verdict_lines(rows, notes),
+        "",
+        "## Rows",
+        "",
+    ]
+    return "\n".join(header + [markdown_table(table) if len(table) else "(no runs)", ""])
+
+
+def _plots(metrics: pd.DataFrame, curves: pd.DataFrame, matrix_paths: list[Path], plots_dir: Path) -> None:
     runs = metrics.drop_duplicates("run_id")[["run_id", "experiment", "point"]].reset_index(drop=True)
     matrices = []
     for run, path in zip(runs.itertuples(index=False), matrix_paths):
@@ -47,32 +88,18 @@ def _plots(metrics: pd.DataFrame, matrix_paths: list[Path], plots_dir: Path) -> 
         frame["experiment"], frame["point"], frame["run_id"] = run.experiment, run.point, run.run_id
         matrices.append(frame)
     allm = pd.concat(matrices, ignore_index=True)
-    task_cols = [c for c in allm.columns if c.startswith("task")]
-    curve_rows = []
     for (experiment, point), group in allm.groupby(["experiment", "point"], sort=True):
         per_setting = {}
         for setting, sgroup in group.groupby("setting", sort=False):
+            task_cols = [c for c in sgroup.columns if c.startswith("task") and sgroup[c].notna().any()]
             stacked = np.stack([g[task_cols].to_numpy(float) for _, g in sgroup.groupby("run_id")])
-            per_setting[setting] = np.nanmean(stacked, axis=0) if len(stacked) else stacked
-            for run_id, g in sgroup.groupby("run_id"):
-                R = g[task_cols].to_numpy(float)
-                for i in range(R.shape[0]):
-                    curve_rows.append(
-                        {
-                            "experiment": experiment,
-                            "point": point,
-                            "setting": setting,
-                            "run_id": run_id,
-                            "after_task": i,
-                            "acc": float(np.nanmean(R[i, : i + 1])),
-                        }
-                    )
+            per_setting[setting] = np.nanmean(stacked, axis=0)
         matrix_heatmaps(
-            {k: per_setting[k] for k in ("til", "cil") if k in per_setting},
+            per_setting,
             f"{experiment} / {point}: R[i, j] (mean over seeds)",
             plots_dir / experiment / point / "accuracy_matrix.png",
         )
-    curves = pd.DataFrame(curve_rows)
-    for experiment, group in curves.groupby("experiment", sort=True):
-        stats = group.groupby(["point", "setting", "after_task"])["acc"].agg(["mean", "std"]).reset_index()
+    acc = curves[curves["metric"] == "acc"]
+    for experiment, group in acc.groupby("experiment", sort=True):
+        stats = group.groupby(["point", "setting", "after_task"])["value"].agg(["mean", "std"]).reset_index()
         accuracy_curves(stats, f"{experiment}: accuracy on seen tasks", plots_dir / experiment / "accuracy_curve.png")

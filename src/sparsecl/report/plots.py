@@ -13,6 +13,8 @@ import pandas as pd  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
 
+SETTING_LABELS = {"til": "task-IL", "cil": "class-IL", "data": "data-incremental"}
+
 
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
@@ -38,7 +40,7 @@ def matrix_heatmaps(matrices: dict[str, np.ndarray], title: str, path: Path) -> 
                         fontsize=7,
                         color="white" if R[i, j] < 60 else "black",
                     )
-        ax.set_title({"til": "task-IL", "cil": "class-IL"}.get(setting, setting))
+        ax.set_title(SETTING_LABELS.get(setting, setting))
         ax.set_xlabel("evaluated task j")
         ax.set_ylabel("after training task i")
         ax.set_xticks(range(T))
@@ -59,7 +61,7 @@ def accuracy_curves(curves: pd.DataFrame, title: str, path: Path) -> None:
             marker="o",
             ms=3,
             capsize=2,
-            label=f"{point} ({'task-IL' if setting == 'til' else 'class-IL'})",
+            label=f"{point} ({SETTING_LABELS.get(setting, setting)})",
         )
     ax.set_xlabel("tasks learned")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -68,4 +70,27 @@ def accuracy_curves(curves: pd.DataFrame, title: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def ledger_curves(paper: str, entries: list[dict], results, path: Path) -> None:
+    """One panel per published curve: the paper's values beside ours (mean ± std over seeds)."""
+    fig, axes = plt.subplots(1, len(entries), figsize=(4.8 * len(entries), 3.6), squeeze=False, layout="constrained")
+    for ax, entry in zip(axes[0], entries):
+        tasks = np.arange(1, len(entry["curve"]) + 1)
+        band = entry.get("uncertainty", 0.0)
+        ax.plot(tasks, entry["curve"], "s--", ms=3, color="black", label=f"paper ({entry['kind']})")
+        if band:
+            ax.fill_between(tasks, np.array(entry["curve"]) - band, np.array(entry["curve"]) + band, color="0.85")
+        ours = results.curve(entry["experiment"], entry["point"], entry["metric"])
+        if ours is not None:
+            ax.errorbar(
+                ours.index + 1, ours["mean"], yerr=ours["std"].fillna(0), marker="o", ms=3, capsize=2, label="ours"
+            )
+        ax.set_title(f"{entry['experiment']}/{entry['point']}\n{entry['metric']}", fontsize=8)
+        ax.set_xlabel("task")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(paper, fontsize=9)
     _save(fig, path)

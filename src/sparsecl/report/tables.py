@@ -1,4 +1,4 @@
-"""Seed aggregation (mean ± std) and the markdown/CSV/parquet tables."""
+"""Seed aggregation (mean ± std) and the markdown/CSV/parquet summary tables."""
 
 from __future__ import annotations
 
@@ -8,6 +8,19 @@ import pandas as pd
 
 METRICS = ("acc", "bwt", "forgetting", "learning_acc")
 GROUP = ["experiment", "point", "method", "protocol", "dataset", "num_tasks", "setting"]
+SETTING_TITLES = {
+    "til": "Task-incremental (task identity given)",
+    "cil": "Class-incremental (all seen classes compete)",
+    "data": "Data-incremental (top-1 on the whole test set after each step)",
+}
+# The setting a method's paper measures, shown first; method columns appear only there.
+HEADLINE = {"dst": "til"}
+
+
+def headline_setting(method: str, settings: set[str]) -> str:
+    if "data" in settings:
+        return "data"
+    return HEADLINE.get(method, "cil")
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -22,6 +35,13 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def aggregate_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per (experiment, point, setting, metric, task): mean, std and number of seeds."""
+    keys = ["experiment", "point", "setting", "metric", "after_task"]
+    grouped = curves.groupby(keys, sort=True)["value"]
+    return grouped.agg(mean="mean", std="std", seeds="count").reset_index()
+
+
 def fmt(mean: float, std: float, decimals: int) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
@@ -31,100 +51,69 @@ def fmt(mean: float, std: float, decimals: int) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(cell, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
-def summary_markdown(agg: pd.DataFrame, decimals: int) -> str:
-    """Task-IL and class-IL side by side, one row per experiment and grid point."""
+def _row(d: dict, decimals: int, extra: list[str]) -> dict:
+    row = {
+        "experiment": d["experiment"],
+        "point": d["point"],
+        "method": d["method"],
+        "protocol": d["protocol"],
+        "dataset": d["dataset"],
+        "setting": d["setting"],
+        "tasks": d["num_tasks"],
+        "seeds": d["seeds"],
+        "ACC": fmt(d["acc_mean"], d["acc_std"], decimals),
+    }
+    if d["setting"] != "data":
+        row["BWT"] = fmt(d["bwt_mean"], d["bwt_std"], decimals)
+        row["forgetting"] = fmt(d["forgetting_mean"], d["forgetting_std"], decimals)
+        row["LA"] = fmt(d["learning_acc_mean"], d["learning_acc_std"], decimals)
+    for key in extra:
+        if f"{key}_mean" in d and not pd.isna(d[f"{key}_mean"]):
+            row[key] = fmt(d[f"{key}_mean"], d[f"{key}_std"], decimals)
+    return row
+
+
+def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> str:
+    """Headline results first (each method in the setting its paper measures, with its own columns),
+    then every setting in full; data-incremental runs get their accuracy after each step."""
     extra = sorted({c[: -len("_mean")] for c in agg.columns if c.endswith("_mean")} - set(METRICS))
+    settings_of = agg.groupby(["experiment", "point"])["setting"].agg(set).to_dict()
+    headline = [
+        _row(r._asdict(), decimals, extra)
+        for r in agg.itertuples(index=False)
+        if r.setting == headline_setting(r.method, settings_of[(r.experiment, r.point)])
+    ]
     sections = [
         "# Results",
         "",
-        "Accuracies in %, mean ± std over seeds. ACC: average accuracy after the last task;"
-        " BWT: backward transfer; LA: learning accuracy (accuracy on each task right after learning it).",
+        "Accuracies in %, mean ± std over seeds. ACC: average accuracy after the last task (top-1 after"
+        " the last step, data-incremental); BWT: backward transfer; LA: learning accuracy (accuracy on"
+        " each task right after learning it).",
+        "",
+        "## Headline: each method in the setting its paper reports",
+        "",
+        markdown_table(pd.DataFrame(headline).fillna("—")) if headline else "(no runs)",
         "",
     ]
-    for setting, title in (
-        ("til", "Task-incremental (task identity given)"),
-        ("cil", "Class-incremental (all seen classes compete)"),
-    ):
+    for setting, title in SETTING_TITLES.items():
         part = agg[agg["setting"] == setting]
-        rows = []
-        for r in part.itertuples(index=False):
-            d = r._asdict()
-            row = {
-                "experiment": d["experiment"],
-                "point": d["point"],
-                "method": d["method"],
-                "protocol": d["protocol"],
-                "dataset": d["dataset"],
-                "tasks": d["num_tasks"],
-                "seeds": d["seeds"],
-                "ACC": fmt(d["acc_mean"], d["acc_std"], decimals),
-                "BWT": fmt(d["bwt_mean"], d["bwt_std"], decimals),
-                "forgetting": fmt(d["forgetting_mean"], d["forgetting_std"], decimals),
-                "LA": fmt(d["learning_acc_mean"], d["learning_acc_std"], decimals),
-            }
-            for key in extra:
-                row[key] = fmt(d[f"{key}_mean"], d[f"{key}_std"], decimals)
-            rows.append(row)
-        sections += [f"## {title}", "", markdown_table(pd.DataFrame(rows)) if rows else "(no runs)", ""]
-    return "\n".join(sections)
-
-
-def reproduction_markdown(agg: pd.DataFrame, reported: dict, decimals: int, tolerance: float) -> str:
-    """Paper value beside ours, the difference, and whether it is within `tolerance` points.
-
-    `reported[experiment][point] = {"values": {"acc_til": 61.2, ...}, "source": "..."}`; a metric
-    key is `<metric>_<setting>`. Experiments with no values are listed as not transcribed.
-    """
-    rows = []
-    for (experiment, point), group in agg.groupby(["experiment", "point"], sort=True):
-        entry = reported.get(experiment, {}).get(point, {})
-        values, source = entry.get("values", {}), entry.get("source", "")
-        if not values:
-            rows.append(
-                {
-                    "experiment": experiment,
-                    "point": point,
-                    "metric": "—",
-                    "paper": "not transcribed",
-                    "ours": "—",
-                    "delta": "—",
-                    "within tolerance": "—",
-                    "source": source or "—",
-                }
-            )
+        if part.empty:
             continue
-        for key, paper in sorted(values.items()):
-            metric, _, setting = key.rpartition("_")
-            match = group[group["setting"] == setting]
-            if match.empty or f"{metric}_mean" not in match:
-                ours, delta, ok = "missing", "—", "no"
-            else:
-                mean, std = float(match[f"{metric}_mean"].iloc[0]), float(match[f"{metric}_std"].iloc[0])
-                ours = fmt(mean, std, decimals)
-                delta = f"{mean - paper:+.{decimals}f}"
-                ok = "yes" if abs(mean - paper) <= tolerance else "no"
-            rows.append(
-                {
-                    "experiment": experiment,
-                    "point": point,
-                    "metric": key,
-                    "paper": f"{paper:.{decimals}f}",
-                    "ours": ours,
-                    "delta": delta,
-                    "within tolerance": ok,
-                    "source": source or "—",
-                }
-            )
-    header = [
-        "# Reproduction ledger",
-        "",
-        f"Paper values beside ours (mean ± std over seeds); within tolerance means |delta| <= {tolerance:g} points.",
-        "",
-    ]
-    return "\n".join(header + [markdown_table(pd.DataFrame(rows)) if rows else "(no runs)", ""])
+        rows = [_row(r._asdict(), decimals, []) for r in part.itertuples(index=False)]
+        if setting == "data":
+            steps = curves[(curves["setting"] == "data") & (curves["metric"] == "acc")]
+            for row in rows:
+                mine = steps[(steps["experiment"] == row["experiment"]) & (steps["point"] == row["point"])]
+                for s in mine.itertuples(index=False):
+                    row[f"after step {s.after_task + 1}"] = fmt(s.mean, s.std, decimals)
+        sections += [f"## {title}", "", markdown_table(pd.DataFrame(rows)), ""]
+    return "\n".join(sections)

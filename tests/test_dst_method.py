@@ -107,7 +107,8 @@ def test_earlier_tasks_task_il_accuracy_never_changes_so_bwt_is_zero(standard_ru
 
 def test_each_masks_file_stands_alone_with_owner_map_and_statistics(standard_run):
     saved = load_torch(standard_run / "task2" / "masks.pt")
-    assert set(saved) == {"mask", "owner", "stats"}
+    assert set(saved) == {"mask", "owner", "stats", "provenance"}
+    assert saved["provenance"]["run_id"] == "dst/default/seed0" and saved["provenance"]["task"] == 2
     owner = saved["owner"]["classifier.weight"]
     assert owner.dtype == torch.uint8 and set(owner.unique().tolist()) <= {0, 1, 2, FREE}
     stats = saved["stats"]

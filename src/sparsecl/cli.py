@@ -6,6 +6,7 @@ Errors a user can fix (bad config, missing or corrupt data) print one line and e
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ import typer
 from .data.cli import data_app
 from .errors import SparseclError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 app.add_typer(data_app, name="data")
 
 PathArg = Annotated[Path, typer.Option()]
@@ -48,7 +49,7 @@ def run_config(
     json_config: Annotated[str, typer.Option("--json", help="resolved run config as JSON")], out: PathArg
 ) -> None:
     """Write one run's fully resolved configuration."""
-    from .stages import write_run_config
+    from .config import write_run_config
 
     write_run_config(json_config, out)
 
@@ -153,25 +154,23 @@ def report(
 
 
 def main() -> None:
+    """Run the CLI: usage errors print click's usage and exit 2; a user error is one line and exit 1;
+    anything else is one `internal error` line (the traceback goes first, into the job's log)."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click answers usage errors itself (message, exit 2)
     except SparseclError as err:
         print(f"sparsecl: error: {err}", file=sys.stderr)
         sys.exit(1)
-    except KeyError as err:  # registry lookups
-        print(f"sparsecl: error: {err.args[0]}", file=sys.stderr)
+    except OSError as err:  # the disk, permissions, a path that is a file: say which
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"sparsecl: error: {where}{err.strerror or err}", file=sys.stderr)
         sys.exit(1)
-    except typer.Exit as err:
-        sys.exit(err.exit_code)
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except Exception as err:
+        if not sys.stderr.isatty():  # a job's log keeps the whole story
+            traceback.print_exc(file=sys.stderr)
+        print(f"sparsecl {command}: internal error: {type(err).__name__}: {err}".rstrip(), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from .errors import ConfigError
+from .io import config_hash
 from .scenarios import ScenarioSpec
 
 PROTOCOLS = ("standard", "faithful")
@@ -90,7 +92,39 @@ def _build(cls: type, data: dict[str, Any], where: str):
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key; expected one of {sorted(known)}")
+    hints = get_type_hints(cls)
+    for key, value in data.items():
+        _check_type(f"{where}.{key}", value, hints[key])
     return cls(**data)
+
+
+_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check_type(where: str, value: Any, hint: Any) -> None:
+    """Reject a value of the wrong simple type (int, float, bool, str, tuple/list of them) with one line."""
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if any(_fits(value, option) for option in options):
+        return
+    wanted = " or ".join(_SIMPLE.get(o, "a list") if get_origin(o) is not tuple else "a list" for o in options)
+    raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is Any or hint is type(None) and value is None:
+        return True
+    if get_origin(hint) is tuple:
+        items = get_args(hint)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(_fits(v, items[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str,):
+        return isinstance(value, str)
+    return True  # nested dataclasses and dicts are built and checked on their own
 
 
 def method_args(cls: type, run: RunConfig):
@@ -103,7 +137,12 @@ def _listify(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+HASH_KEY = "config_hash"
+
+
 def load_run_config(path: str | Path) -> RunConfig:
+    """Read a run's config.yaml, refusing one whose content no longer matches the hash the
+    workflow wrote into it (a hand edit would make the run disagree with the workflow config)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -112,8 +151,27 @@ def load_run_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return RunConfig.from_dict(data)
+    recorded = data.pop(HASH_KEY, None)
+    if recorded != config_hash(data):
+        raise ConfigError(
+            f"{path}: edited by hand (its content does not match its {HASH_KEY}); change the workflow config"
+            " instead and rerun snakemake, which rewrites this file"
+        )
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def dump_run_config(run: RunConfig) -> str:
-    return yaml.safe_dump(run.to_dict(), sort_keys=True)
+    content = run.to_dict()
+    return yaml.safe_dump({**content, HASH_KEY: config_hash(content)}, sort_keys=True)
+
+
+def write_run_config(config_json: str, out: str | Path) -> None:
+    """The `run-config` stage: one run's resolved settings, with the hash that guards them."""
+    import json
+
+    from .io import write_text
+
+    write_text(out, dump_run_config(RunConfig.from_dict(json.loads(config_json))))

@@ -11,3 +11,10 @@ class ConfigError(SparseclError):
 
 class DataError(SparseclError):
     """A data file is missing, corrupt or not in the expected format."""
+
+
+class UnknownName(ConfigError, KeyError):
+    """A registry has no entry of that name (a dataset, backbone or method)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

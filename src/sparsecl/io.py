@@ -7,6 +7,7 @@ place, so a killed job never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,20 +24,45 @@ import numpy as np
 from . import __version__
 from .errors import DataError
 
+# Write failures the user can act on (a full disk, a read-only or unwritable place): one line each.
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"{path}: cannot create it: a parent of it is a file, not a directory") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot write: {WRITE_ERRORS.get(err.errno, err.strerror)}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        raise DataError(f"{path}: cannot write: {WRITE_ERRORS[err.errno]}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete temporary files an interrupted atomic write of `path` left behind."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -64,10 +90,16 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """`torch.save` into memory, then one atomic write: the archive's inner folder is always
+    `archive/` (torch names it after the file otherwise), so equal objects give equal bytes."""
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -142,6 +174,9 @@ def provenance(config: Any = None, seed: int | None = None, device: Any = None, 
         record["scheduler"] = scheduler
     return record
 
+
+# Provenance fields that differ between two runs of the same config and seed on the same machine.
+TIMING_FIELDS = ("created_utc", "wall_time_s", "scheduler")
 
 # Where a job ran, when a cluster scheduler started it (SLURM job id and the GPUs it was allocated).
 SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")

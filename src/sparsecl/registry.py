@@ -7,6 +7,8 @@ import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from .errors import UnknownName
+
 T = TypeVar("T")
 
 
@@ -30,7 +32,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}") from None
+            raise UnknownName(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -245,3 +245,18 @@ def load_scenario(json_path: str | Path) -> Scenario:
         chunk_index=chunks,
         exemplar_index=arrays["exemplar_index"],
     )
+
+
+def make_scenario(dataset: str, data_dir: str | Path, spec_json: str, out: str | Path) -> None:
+    """The `scenario` stage: build the split from the prepared training labels and write it."""
+    import json
+
+    from .data.store import load_meta, load_split
+
+    spec = ScenarioSpec(**json.loads(spec_json))
+    meta = load_meta(data_dir)
+    labels = load_split(data_dir, "train", meta=meta).labels
+    scenario = build_scenario(spec, dataset, labels, meta["num_classes"])
+    if scenario.spec.id != Path(out).stem:
+        raise DataError(f"{out}: file name does not match the scenario id {scenario.spec.id!r}")
+    save_scenario(scenario, out)

@@ -11,41 +11,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RunConfig, dump_run_config, load_run_config
+from .config import RunConfig, load_run_config, write_run_config  # noqa: F401 (the run-config stage)
 from .data import get_dataset, load_meta, load_split
 from .engine import DeviceData, seed_everything
 from .engine.device import prepare_model
 from .errors import DataError
-from .io import load_torch, provenance, save_torch, write_parquet, write_text
+from .io import TIMING_FIELDS, load_torch, provenance, remove_stale_temporaries, save_torch, write_parquet
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
-from .scenarios import Scenario, ScenarioSpec, build_scenario, load_scenario, save_scenario
+from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
 
 
 def log_to_stdout(message: str) -> None:
     print(message, flush=True)
 
 
-def write_run_config(config_json: str, out: Path) -> None:
-    run = RunConfig.from_dict(json.loads(config_json))
-    write_text(out, dump_run_config(run))
-
-
-def make_scenario(dataset: str, data_dir: Path, spec_json: str, out: Path) -> None:
-    spec = ScenarioSpec(**json.loads(spec_json))
-    meta = load_meta(data_dir)
-    labels = load_split(data_dir, "train").labels
-    scenario = build_scenario(spec, dataset, labels, meta["num_classes"])
-    if scenario.spec.id != Path(out).stem:
-        raise DataError(f"{out}: file name does not match the scenario id {scenario.spec.id!r}")
-    save_scenario(scenario, out)
-
-
 def load_device_data(
     run: RunConfig, data_dir: Path, meta: dict, split: str, scenario: Scenario, device: torch.device, augment: bool
 ) -> DeviceData:
     spec = get_dataset(run.dataset)
-    prepared = load_split(data_dir, split)
+    prepared = load_split(data_dir, split, meta=meta)
     labels = scenario.label_map(meta["num_classes"])[prepared.labels]
     return DeviceData.from_numpy(
         prepared.images,
@@ -61,6 +46,44 @@ def load_device_data(
 def build_model(run: RunConfig, meta: dict, scenario: Scenario, device: torch.device) -> torch.nn.Module:
     model = create_backbone(run.backbone, scenario.num_classes, tuple(meta["image_shape"]), **run.backbone_args)
     return prepare_model(model, device)
+
+
+def architecture(run: RunConfig, scenario: Scenario) -> str:
+    """What a weights or masks file must have been made for: backbone, its arguments, class count."""
+    return f"{run.backbone}{json.dumps(run.backbone_args, sort_keys=True)} x {scenario.num_classes} classes"
+
+
+def file_provenance(run: RunConfig, scenario: Scenario, task: int, stage: str) -> dict[str, Any]:
+    """Provenance stored inside model and masks files: which run, task, stage and network made them,
+    and no timing fields, so that the same config and seed give byte-identical files."""
+    prov = {k: v for k, v in provenance(run.to_dict(), seed=run.seed).items() if k not in TIMING_FIELDS}
+    return {**prov, "run_id": run.run_id, "task": task, "stage": stage, "architecture": architecture(run, scenario)}
+
+
+def load_stage_file(path: Path, run: RunConfig, scenario: Scenario, device, tasks: tuple[int, ...], what: str) -> dict:
+    """A model or masks file of this run, of one of `tasks`, for this network; else a one-line error."""
+    saved = load_torch(path, map_location=device)
+    prov = saved.pop("provenance", None) if isinstance(saved, dict) else None
+    if not isinstance(prov, dict):
+        raise DataError(f"{path}: not a {what} file written by sparsecl (no provenance)")
+    if prov.get("run_id") != run.run_id:
+        raise DataError(f"{path}: {what} file of run {prov.get('run_id')!r}, not of this run {run.run_id!r}")
+    if prov.get("task") not in tasks:
+        expected = " or ".join(map(str, tasks))
+        raise DataError(f"{path}: {what} file of task {prov.get('task')}, expected task {expected}")
+    if prov.get("architecture") != architecture(run, scenario):
+        raise DataError(
+            f"{path}: {what} file for {prov.get('architecture')}, this run uses {architecture(run, scenario)}"
+        )
+    return saved
+
+
+def load_weights(model: torch.nn.Module, saved: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: weights do not fit this run's network ({first})") from None
 
 
 def task_generator_seed(run: RunConfig, task: int, purpose: int = 0) -> int:
@@ -88,18 +111,21 @@ def train(
     scenario = load_scenario(scenario_path)
     if not 0 <= task < len(scenario.tasks):
         raise DataError(f"{scenario_path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
+    remove_stale_temporaries(resume_path)  # an atomic resume save killed half-way
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
     meta = load_meta(data_dir)
     model = build_model(run, meta, scenario, device)
     prev_extra: dict[str, Any] = {}
     masks: dict[str, Any] = {}
-    if task > 0:
-        if prev_model is None or prev_masks is None:
-            raise DataError(f"task {task}: the previous task's model and masks files are required")
-        saved = load_torch(prev_model, map_location=device)
-        model.load_state_dict(saved["state_dict"])
+    if task > 0 and (prev_model is None or prev_masks is None):
+        raise DataError(f"task {task}: the previous task's model and masks files are required")
+    earlier = (task - 1, task)  # the previous task's last stage, or an earlier stage of this task
+    if prev_model is not None:
+        saved = load_stage_file(prev_model, run, scenario, device, earlier, "model")
+        load_weights(model, saved, prev_model)
         prev_extra = saved.get("extra", {})
-        masks = load_torch(prev_masks, map_location=device)
+    if prev_masks is not None:
+        masks = load_stage_file(prev_masks, run, scenario, device, earlier, "masks")
     generator = seed_everything(task_generator_seed(run, task), device)
     ctx = TaskContext(
         run=run,
@@ -119,13 +145,13 @@ def train(
     result = get_method(run.method).train_stage(ctx)
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
-    save_torch(out_masks, _to_cpu(result.masks))
+    stored = file_provenance(run, scenario, task, stage)
+    save_torch(out_masks, {**_to_cpu(result.masks), "provenance": stored})
     for name, table in result.tables.items():
         write_parquet(Path(out_model).parent / f"{name}.parquet", table, prov)
     write_parquet(out_log, pd.DataFrame(result.log_rows), prov)
-    save_torch(
-        out_model, {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": prov}
-    )
+    state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
+    save_torch(out_model, state)
     Path(resume_path).unlink(missing_ok=True)
 
 
@@ -144,12 +170,17 @@ def evaluate(
     started = time.time()
     run = load_run_config(run_config)
     scenario = load_scenario(scenario_path)
+    if not 0 <= task < len(scenario.tasks):
+        raise DataError(f"{scenario_path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
     if len(masks_paths) != task + 1:
-        raise DataError(f"evaluate task {task}: expected {task + 1} masks files, got {len(masks_paths)}")
+        raise DataError(
+            f"evaluate task {task}: expected {task + 1} masks files (tasks 0..{task}), got {len(masks_paths)}"
+        )
     meta = load_meta(data_dir)
     model = build_model(run, meta, scenario, device)
-    saved = load_torch(model_path, map_location=device)
-    model.load_state_dict(saved["state_dict"])
+    saved = load_stage_file(model_path, run, scenario, device, (task,), "model")
+    load_weights(model, saved, model_path)
+    masks = [load_stage_file(p, run, scenario, device, (t,), "masks") for t, p in enumerate(masks_paths)]
     generator = seed_everything(task_generator_seed(run, task, purpose=1), device)
     ctx = EvalContext(
         run=run,
@@ -159,7 +190,7 @@ def evaluate(
         device=device,
         generator=generator,
         model=model,
-        masks=[load_torch(p, map_location=device) for p in masks_paths],
+        masks=masks,
         extra=saved.get("extra", {}),
         stage=stage,
         inputs=dict(inputs or {}),

@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from sparsecl import fingerprint as fingerprints  # noqa: E402
 from sparsecl.data import sources as data_sources  # noqa: E402
 from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
 from sparsecl.errors import ConfigError  # noqa: E402
@@ -41,88 +42,54 @@ wildcard_constraints:
     dataset=r"[a-z0-9_]+",
 
 
-def code_fingerprint(*parts, exclude=()):
-    """Hash of the package sources a stage runs, so a code change reruns exactly that stage.
+def code_fingerprint(*modules):
+    """Hash of the package code that importing `modules` runs (sparsecl/fingerprint.py), so a code
+    change reruns exactly the stages that run it; comments and docstrings do not count.
 
     Cluster jobs re-plan their part of the DAG when they start: they take the submitting
     process's fingerprints from the environment they inherit, so that editing src/ during a
     run cannot make a job redo earlier tasks of its run inside its allocation.
     """
-    spec = repr((parts, tuple(exclude))).encode()
-    key = f"SPARSECL_CODE_{hashlib.sha256(spec).hexdigest()[:12]}"
+    key = f"SPARSECL_CODE_{hashlib.sha256(repr(modules).encode()).hexdigest()[:12]}"
     if workflow.remote_exec and key in os.environ:
         return os.environ[key]
-    root = Path(workflow.basedir) / "src" / "sparsecl"
-    digest = hashlib.sha256()
-    files = []
-    for part in parts:
-        path = root / part
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    for path in files:
-        name = str(path.relative_to(root))
-        if name not in exclude:
-            digest.update(name.encode())
-            digest.update(path.read_bytes())
-    os.environ[key] = digest.hexdigest()[:16]
+    os.environ[key] = fingerprints.fingerprint(modules)
     return os.environ[key]
 
 
-# Training and evaluation depend on the shared engine and on their own method's modules, not on
-# the report, metrics, download or CLI code, nor on other methods.
-SHARED_TRAIN_CODE = (
-    "config.py",
-    "data",
-    "engine",
-    "io.py",
-    "methods/base.py",
-    "methods/training.py",
-    "models",
-    "registry.py",
-    "scenarios.py",
-    "sparse",
-    "stages.py",
-)
-DOWNLOAD_CODE = (
-    "data/archives.py",
-    "data/cli.py",
-    "data/download.py",
-    "data/sources.py",
-    "data/unlabeled.py",
-)
-
-
-def method_modules(method):
-    """The method's module and the sibling method modules it imports (e.g. joint -> finetune)."""
-    methods_dir = Path(workflow.basedir) / "src" / "sparsecl" / "methods"
-    todo, found = [method], set()
-    while todo:
-        name = todo.pop()
-        if name in found or not (methods_dir / f"{name}.py").exists():
-            continue
-        found.add(name)
-        source = (methods_dir / f"{name}.py").read_text()
-        todo += re.findall(r"^from \.(\w+) import", source, re.M)
-    return sorted(f"methods/{name}.py" for name in found)
-
-
-METHOD_CODE = {
-    method: code_fingerprint(
-        *SHARED_TRAIN_CODE, *method_modules(method), exclude=DOWNLOAD_CODE
+def stage_code(method, backbone, dataset):
+    """Training and evaluation run the stage code, the run's method, backbone and dataset modules."""
+    return code_fingerprint(
+        "sparsecl.stages",
+        fingerprints.registered_module("method", method),
+        fingerprints.registered_module("backbone", backbone),
+        fingerprints.registered_module("dataset", dataset),
     )
-    for method in sorted({p.run.method for p in PLANNED})
+
+
+STAGE_CODE = {
+    key: stage_code(*key)
+    for key in sorted({(p.run.method, p.run.backbone, p.run.dataset) for p in PLANNED})
 }
 
 
 def train_code(wildcards):
-    """Fingerprint of the code that trains and evaluates this run's method."""
-    return METHOD_CODE[run_of(wildcards).method]
+    """Fingerprint of the code that trains and evaluates this run."""
+    run = run_of(wildcards)
+    return STAGE_CODE[(run.method, run.backbone, run.dataset)]
 
 
-# Preparing data depends on the dataset modules, not on how the raw files were fetched.
-DATA_CODE = code_fingerprint(
-    "data", "io.py", exclude=("data/cli.py", "data/download.py", "data/sources.py")
-)
-SUMMARY_CODE = code_fingerprint("metrics.py", "summary.py", "config.py", "io.py")
+def data_code(wildcards):
+    """Preparing a dataset runs its module and the prepared-data format, not the download code."""
+    return code_fingerprint(
+        fingerprints.registered_module("dataset", wildcards.dataset), "sparsecl.data.store"
+    )
+
+
+POOL_CODE = code_fingerprint("sparsecl.data.unlabeled")
+SCENARIO_CODE = code_fingerprint("sparsecl.scenarios")
+SUMMARY_CODE = code_fingerprint("sparsecl.summary")
+REPORT_CODE = code_fingerprint("sparsecl.report.build")
 
 
 def gpus_per_job():

@@ -50,7 +50,7 @@ rule prepare_data:
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(60),
     params:
-        code=DATA_CODE,
+        code=data_code,
         raw_dir=raw_dir,
         out_dir=subpath(output.meta, parent=True),
         seed=config["data"]["split_seed"],
@@ -74,6 +74,7 @@ rule scenario:
         mem_mb=attempt_scaled(2000),
         runtime=attempt_scaled(10),
     params:
+        code=SCENARIO_CODE,
         spec=scenario_spec_json,
         data_dir=subpath(input.meta, parent=True),
     shell:
@@ -97,7 +98,7 @@ rule prepare_unlabeled:
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(30),
     params:
-        code=DATA_CODE,
+        code=POOL_CODE,
         source=pool_source_arg,
         out_dir=subpath(output.meta, parent=True),
     shell:

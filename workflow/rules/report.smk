@@ -56,6 +56,7 @@ rule report:
         mem_mb=attempt_scaled(2000),
         runtime=attempt_scaled(10),
     params:
+        code=REPORT_CODE,
         ledger=ledger_json(),
         decimals=config["report"]["decimals"],
         tolerance=config["report"]["tolerance"],

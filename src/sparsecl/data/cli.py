@@ -67,6 +67,6 @@ def data_scenario(
     dataset: str, data_dir: PathArg, spec: Annotated[str, typer.Option(help="scenario spec as JSON")], out: PathArg
 ) -> None:
     """Write the task split (class order, holdout, chunks, exemplars) of DATASET."""
-    from ..stages import make_scenario
+    from ..scenarios import make_scenario
 
     make_scenario(dataset, data_dir, spec, out)

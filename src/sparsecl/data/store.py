@@ -2,7 +2,11 @@
 
 resources/data/<dataset>/{train,test}/images.npy   uint8 [N, H, W, C]
 resources/data/<dataset>/{train,test}/labels.npy   int64 [N], class ids 0..C-1
-resources/data/<dataset>/meta.json                 class names, mean/std, source checksums
+resources/data/<dataset>/meta.json                 class names, mean/std, source checksums,
+                                                   and the shape, dtype and sha256 of every array
+
+A stage that loads a split checks it against meta.json first, so an array truncated, converted
+or replaced after preparation is a one-line error instead of a silent difference.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import provenance, read_json, write_json, write_npy
+from ..io import provenance, read_json, sha256_file, write_json, write_npy
 
 SPLITS = ("train", "test")
 
@@ -38,14 +42,21 @@ def write_prepared(
     """Validate and write both splits plus meta.json; meta.json is written last (it marks completion)."""
     out_dir = Path(out_dir)
     for name, split in (("train", train), ("test", test)):
-        _check_split(name, split, len(class_names))
+        _check_split(name, split, list(class_names))
     if mean is None or std is None:
         pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
         mean = tuple(float(v) for v in pixels.mean(0))
         std = tuple(float(v) for v in pixels.std(0))
+    arrays = {}
     for name, split in (("train", train), ("test", test)):
-        write_npy(out_dir / name / "images.npy", np.ascontiguousarray(split.images, dtype=np.uint8))
-        write_npy(out_dir / name / "labels.npy", split.labels.astype(np.int64))
+        for kind, array in (("images", np.ascontiguousarray(split.images, dtype=np.uint8)), ("labels", split.labels)):
+            path = out_dir / name / f"{kind}.npy"
+            write_npy(path, array.astype(np.int64) if kind == "labels" else array)
+            arrays[f"{name}/{kind}.npy"] = {
+                "shape": list(array.shape),
+                "dtype": "uint8" if kind == "images" else "int64",
+                "sha256": sha256_file(path),
+            }
     meta = {
         "class_names": list(class_names),
         "num_classes": len(class_names),
@@ -55,37 +66,68 @@ def write_prepared(
         "mean": list(mean),
         "std": list(std),
         "sources": sources or {},
+        "arrays": arrays,
         **(extra or {}),
         "provenance": provenance(),
     }
     write_json(out_dir / "meta.json", meta)
 
 
-def _check_split(name: str, split: PreparedSplit, num_classes: int) -> None:
+def _check_split(name: str, split: PreparedSplit, class_names: list[str]) -> None:
     if split.images.dtype != np.uint8 or split.images.ndim != 4:
         raise DataError(f"{name} images: expected uint8 [N,H,W,C], got {split.images.dtype} {split.images.shape}")
-    if split.labels.shape != (len(split.images),):
-        raise DataError(f"{name} labels: expected shape ({len(split.images)},), got {split.labels.shape}")
-    if len(split.labels) and (split.labels.min() < 0 or split.labels.max() >= num_classes):
-        raise DataError(
-            f"{name} labels: expected ids in [0, {num_classes}), got [{split.labels.min()}, {split.labels.max()}]"
-        )
+    _check_labels(f"{name} labels", split.labels, len(split.images), len(class_names))
+    counts = np.bincount(split.labels, minlength=len(class_names))
+    if (counts == 0).any():
+        empty = class_names[int(np.flatnonzero(counts == 0)[0])]
+        raise DataError(f"{name} split: class {empty!r} has no images (expected every class in both splits)")
+
+
+def _check_labels(where: str, labels: np.ndarray, count: int, num_classes: int) -> None:
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: expected integer class ids, got {labels.dtype}")
+    if labels.shape != (count,):
+        raise DataError(f"{where}: expected shape ({count},), got {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{where}: expected ids in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
 
 
 def load_meta(data_dir: str | Path) -> dict:
     return read_json(Path(data_dir) / "meta.json")
 
 
-def load_split(data_dir: str | Path, split: str, mmap: bool = True) -> PreparedSplit:
-    """Load one split (memory-mapped by default); a missing or malformed file is a DataError."""
+def load_split(data_dir: str | Path, split: str, mmap: bool = True, meta: dict | None = None) -> PreparedSplit:
+    """Load one split (memory-mapped by default), checked against meta.json (shape, dtype, sha256,
+    label range); a missing, malformed or altered file is a DataError naming it."""
     root = Path(data_dir) / split
-    try:
-        images = np.load(root / "images.npy", mmap_mode="r" if mmap else None)
-        labels = np.load(root / "labels.npy")
-    except FileNotFoundError as err:
-        raise DataError(f"{err.filename}: prepared data not found (run the prepare rule)") from None
-    except ValueError as err:
-        raise DataError(f"{root}: not a valid .npy file ({err})") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
-        raise DataError(f"{root}: expected uint8 images [N,H,W,C] and N labels, got {images.dtype} {images.shape}")
+    meta = load_meta(data_dir) if meta is None else meta
+    recorded = meta.get("arrays")
+    if not recorded:
+        raise DataError(
+            f"{Path(data_dir) / 'meta.json'}: no array checksums (prepared by an older version); delete {data_dir} and rerun"
+        )
+    arrays = {}
+    for kind in ("images", "labels"):
+        path = root / f"{kind}.npy"
+        expected = recorded.get(f"{split}/{kind}.npy", {})
+        try:
+            arrays[kind] = np.load(path, mmap_mode="r" if mmap and kind == "images" else None)
+        except FileNotFoundError:
+            raise DataError(f"{path}: prepared data not found (run the prepare rule)") from None
+        except ValueError as err:
+            raise DataError(f"{path}: not a valid .npy file ({err})") from None
+        found = {"shape": list(arrays[kind].shape), "dtype": str(arrays[kind].dtype)}
+        if found != {"shape": expected.get("shape"), "dtype": expected.get("dtype")}:
+            raise DataError(
+                f"{path}: {found['dtype']} {found['shape']} does not match meta.json's"
+                f" {expected.get('dtype')} {expected.get('shape')}; delete {data_dir} and rerun the prepare rule"
+            )
+        if sha256_file(path) != expected.get("sha256"):
+            raise DataError(
+                f"{path}: content changed since it was prepared (sha256 mismatch); delete {data_dir} and rerun"
+            )
+    images, labels = arrays["images"], arrays["labels"]
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise DataError(f"{root / 'images.npy'}: expected uint8 images [N,H,W,C], got {images.dtype} {images.shape}")
+    _check_labels(str(root / "labels.npy"), labels, len(images), int(meta["num_classes"]))
     return PreparedSplit(images=images, labels=labels.astype(np.int64))

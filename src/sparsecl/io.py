@@ -114,11 +114,14 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
 
 def write_parquet(path: str | os.PathLike, frame: Any, provenance: dict | None = None) -> None:
-    """Write a pandas frame; provenance goes into the parquet key-value metadata."""
+    """Write a pandas frame, or a list of row dicts (no pandas needed); provenance goes into the
+    parquet key-value metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = (
+        pa.Table.from_pylist(frame) if isinstance(frame, list) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
     if provenance is not None:
         meta = dict(table.schema.metadata or {})
         meta[b"sparsecl.provenance"] = json.dumps(provenance, sort_keys=True, default=_json_default).encode()
@@ -151,11 +154,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def provenance(config: Any = None, seed: int | None = None, device: Any = None, started: float | None = None) -> dict:
     """What produced a result: config hash, seed, versions, device, host and wall time."""
-    import torch
-
     record = {
         "sparsecl_version": __version__,
-        "torch_version": str(torch.__version__),
+        "torch_version": _torch_version(),
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
         "host": socket.gethostname(),
@@ -180,6 +181,20 @@ TIMING_FIELDS = ("created_utc", "wall_time_s", "scheduler")
 
 # Where a job ran, when a cluster scheduler started it (SLURM job id and the GPUs it was allocated).
 SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+
+
+def _torch_version() -> str:
+    """Torch's version without importing torch where a stage does not use it (summaries, report)."""
+    import sys
+
+    if "torch" in sys.modules:
+        return str(sys.modules["torch"].__version__)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def device_name(device: Any) -> str:

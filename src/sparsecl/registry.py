@@ -44,8 +44,8 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def import_submodules(package_name: str, package_path: list[str]) -> None:
+def import_submodules(package_name: str, package_path: list[str], skip: tuple[str, ...] = ()) -> None:
     """Import every module of a package so that each registers itself: adding a file is enough."""
     for module in pkgutil.iter_modules(package_path):
-        if not module.name.startswith("_"):
+        if not module.name.startswith("_") and module.name not in skip:
             importlib.import_module(f"{package_name}.{module.name}")

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .config import RunConfig, load_run_config, write_run_config  # noqa: F401 (the run-config stage)
@@ -149,7 +148,7 @@ def train(
     save_torch(out_masks, {**_to_cpu(result.masks), "provenance": stored})
     for name, table in result.tables.items():
         write_parquet(Path(out_model).parent / f"{name}.parquet", table, prov)
-    write_parquet(out_log, pd.DataFrame(result.log_rows), prov)
+    write_parquet(out_log, result.log_rows, prov)
     state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
     save_torch(out_model, state)
     Path(resume_path).unlink(missing_ok=True)
@@ -202,7 +201,7 @@ def evaluate(
         )
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
-    write_parquet(out, pd.DataFrame(rows), prov)
+    write_parquet(out, rows, prov)
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -4,7 +4,7 @@ from ..registry import import_submodules
 from .registry import DATASETS, DatasetSpec, RemoteFile, get_dataset
 from .store import PreparedSplit, load_meta, load_split, write_prepared
 
-import_submodules(__name__, __path__)
+import_submodules(__name__, __path__, skip=("cli",))  # the CLI is not a dataset
 
 __all__ = [
     "DATASETS",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -26,9 +26,6 @@ from ..engine import DeviceData, predict_logits
 from ..errors import ConfigError
 from ..registry import Registry
 from ..scenarios import Scenario
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 @dataclass
@@ -72,7 +69,9 @@ class TaskResult:
     masks: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as <name>.parquet beside the model
+    tables: dict[str, list[dict[str, Any]]] = field(
+        default_factory=dict
+    )  # rows, written as <name>.parquet beside the model
 
 
 @dataclass

@@ -18,6 +18,18 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+onstart:
+    start_stage_server()
+
+
+onsuccess:
+    stop_stage_server()
+
+
+onerror:
+    stop_stage_server()
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/runs.smk"

@@ -153,12 +153,23 @@ def report(
     build_report(metrics, matrices, curves, ledger, tables_dir, plots_dir, decimals=decimals, tolerance=tolerance)
 
 
+@app.command()
+def serve(
+    socket_path: Annotated[Path, typer.Option("--socket", help="Unix socket to listen on")],
+    idle: Annotated[float, typer.Option(help="seconds without a request before the server exits")] = 600.0,
+) -> None:
+    """Keep one warm process that forks every stage of a local run (the workflow starts it)."""
+    from .server import serve as serve_forever
+
+    serve_forever(socket_path, idle)
+
+
 def main() -> None:
     """Run the CLI: usage errors print click's usage and exit 2; a user error is one line and exit 1;
     anything else is one `internal error` line (the traceback goes first, into the job's log)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     try:
-        app()  # standalone: click answers usage errors itself (message, exit 2)
+        app(prog_name="sparsecl")  # standalone: click answers usage errors itself (message, exit 2)
     except SparseclError as err:
         print(f"sparsecl: error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -110,6 +110,7 @@ def train(
     scenario = load_scenario(scenario_path)
     if not 0 <= task < len(scenario.tasks):
         raise DataError(f"{scenario_path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
+    log_to_stdout(f"== {run.run_id} task {task} stage {stage}: {time.strftime('%Y-%m-%d %H:%M:%S')}")
     remove_stale_temporaries(resume_path)  # an atomic resume save killed half-way
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
     meta = load_meta(data_dir)

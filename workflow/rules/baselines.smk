@@ -1,4 +1,5 @@
 # Dense reference points: finetune (forgetting lower bound) and joint (upper bound).
+# Training logs are appended to: a job resumed after a kill keeps the epochs it had logged.
 
 
 rule train_baseline:
@@ -31,4 +32,4 @@ rule train_baseline:
         "sparsecl train --config {input.config} --data-dir {params.data_dir}"
         " --scenario {input.scenario} --task {wildcards.task} {params.prev}"
         " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
-        " --resume {params.resume} --device {params.device} --threads {threads} > {log} 2>&1"
+        " --resume {params.resume} --device {params.device} --threads {threads} >> {log} 2>&1"

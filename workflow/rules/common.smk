@@ -310,6 +310,49 @@ def pool_source_arg(wildcards, input):
     return f"--source {Path(input[0]).parent}"
 
 
+# ---------------------------------------------------------------- the stage server
+
+
+STAGE_SERVER = {}
+
+
+def start_stage_server():
+    """A local run forks its CPU jobs from one warm process (sparsecl/server.py) instead of
+    starting and importing torch for each; SPARSECL_STAGE_SERVER=0 turns it off."""
+    if not (workflow.is_main_process and workflow.local_exec) or GPUS:
+        return
+    if os.environ.get("SPARSECL_STAGE_SERVER", "1") == "0" or "SPARSECL_SERVER" in os.environ:
+        return
+    import subprocess
+    import tempfile
+    import time
+
+    address = Path(tempfile.gettempdir()) / f"sparsecl-{os.getpid()}.sock"
+    log = Path("results/logs/stage_server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sparsecl.cli", "serve", "--socket", str(address)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    deadline = time.time() + 60
+    while not address.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    if address.exists():
+        STAGE_SERVER["process"] = process
+        os.environ["SPARSECL_SERVER"] = str(address)
+
+
+def stop_stage_server():
+    process = STAGE_SERVER.pop("process", None)
+    if process is not None:
+        process.terminate()
+        os.environ.pop("SPARSECL_SERVER", None)
+
+
 def attempt_scaled(base):
     """`base` on a job's first attempt, 2 x `base` on its first retry, ... (for mem_mb and runtime)."""
     return lambda wildcards, attempt: base * attempt

@@ -1,0 +1,133 @@
+"""The warm stage server behind `sparsecl serve`: imported once, forked once per job.
+
+It imports what stages use (torch, numpy, pyarrow, pandas, matplotlib, the package's modules),
+runs nothing with them (no thread pool, no CUDA, so forking is safe), and listens on a Unix
+socket. For each request it forks a child that takes over the job's standard streams, working
+directory, environment and argument list and runs the CLI exactly as a fresh process would;
+the child reports its pid, then its exit status, and dies with its job if the job goes away.
+The server exits when its parent (the Snakemake process) does, or after `idle` seconds
+without a request.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from .launcher import HEADER, STATUS
+
+PRELOAD = (
+    "torch",
+    "numpy",
+    "pyarrow.parquet",
+    "pandas",
+    "yaml",
+    "sparsecl.stages",
+    "sparsecl.summary",
+    "sparsecl.methods",
+    "sparsecl.models",
+    "sparsecl.data",
+)
+
+
+def serve(address: Path, idle: float = 600.0) -> None:
+    import importlib
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for name in PRELOAD:
+        importlib.import_module(name)
+    parent = os.getppid()
+    address = Path(address)
+    address.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(address))
+    listener.listen(64)
+    listener.settimeout(1.0)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal.signal(signal.SIGTERM, _stop)  # the workflow's end: clean up the socket on the way out
+    waited = 0.0
+    try:
+        while os.getppid() == parent and waited < idle:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                waited += 1.0
+                continue
+            waited = 0.0
+            if os.fork() == 0:
+                listener.close()
+                _child(conn)  # never returns
+            conn.close()
+    finally:
+        listener.close()
+        address.unlink(missing_ok=True)
+
+
+def _stop(_signum, _frame) -> None:
+    raise SystemExit(0)
+
+
+def _child(conn: socket.socket) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    status = 1
+    try:
+        conn.settimeout(None)
+        request = _request(conn)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["sparsecl", *request["argv"]]
+        conn.sendall(STATUS.pack(0, os.getpid()))
+        threading.Thread(target=_die_with_the_job, args=(conn,), daemon=True).start()
+        from .cli import main
+
+        try:
+            main()
+            status = 0
+        except SystemExit as done:
+            status = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except BaseException as err:  # report, never take the server's traceback to the job's log
+        print(f"sparsecl: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            conn.sendall(STATUS.pack(1, status))
+        finally:
+            os._exit(status)
+
+
+def _request(conn: socket.socket) -> dict:
+    """The job's request, and its standard streams installed as this process's fds 0, 1, 2."""
+    fds = array.array("i")
+    message, ancillary, _, _ = conn.recvmsg(1 << 20, socket.CMSG_LEN(3 * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    (length,) = HEADER.unpack(message[: HEADER.size])
+    body = message[HEADER.size :]
+    while len(body) < length:
+        body += conn.recv(length - len(body))
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    return json.loads(body)
+
+
+def _die_with_the_job(conn: socket.socket) -> None:
+    """The job's end of the socket closes only when the job is gone: then stop working for it."""
+    try:
+        while conn.recv(1):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)

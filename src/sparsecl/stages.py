@@ -59,6 +59,15 @@ def load_device_data(
     )
 
 
+def load_validation(data_dir: Path, meta: dict, scenario: Scenario, device: torch.device) -> DeviceData | None:
+    """The validation holdout of the training split (None without one), unaugmented."""
+    if len(scenario.val_index) == 0:
+        return None
+    prepared = load_split(data_dir, "train")
+    labels = scenario.label_map(meta["num_classes"])[prepared.labels[scenario.val_index]]
+    return DeviceData.from_numpy(prepared.images[scenario.val_index], labels, meta["mean"], meta["std"], device)
+
+
 def build_model(run: RunConfig, meta: dict, scenario: Scenario, device: torch.device) -> torch.nn.Module:
     model = create_backbone(run.backbone, scenario.num_classes, tuple(meta["image_shape"]), **run.backbone_args)
     return prepare_model(model, device)
@@ -118,6 +127,8 @@ def train(
     prov.update(run_id=run.run_id, task=task, method=run.method, protocol=run.protocol)
     save_torch(out_masks, _to_cpu(result.masks))
     write_parquet(out_log, pd.DataFrame(result.log_rows), prov)
+    for name, table in result.tables.items():
+        write_parquet(Path(out_model).parent / f"{name}.parquet", table, prov)
     save_torch(
         out_model, {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": prov}
     )
@@ -154,6 +165,7 @@ def evaluate(
         model=model,
         masks=[load_torch(p, map_location=device) for p in masks_paths],
         extra=saved.get("extra", {}),
+        validation=load_validation(data_dir, meta, scenario, device),
     )
     rows = get_method(run.method).evaluate(ctx)
     for row in rows:

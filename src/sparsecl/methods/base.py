@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,9 @@ from ..config import RunConfig
 from ..engine import DeviceData, predict_logits
 from ..registry import Registry
 from ..scenarios import Scenario
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -51,12 +54,14 @@ class TaskContext:
 
 @dataclass
 class TaskResult:
-    """What a training stage writes: weights, masks (their own file), method state, per-epoch log."""
+    """What a training stage writes: weights, masks (their own file), method state, per-epoch log,
+    and any further tables (`<name>.parquet` beside the model, e.g. dst's topology trace)."""
 
     model_state: dict[str, torch.Tensor]
     masks: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +75,7 @@ class EvalContext:
     model: nn.Module  # weights after `task`
     masks: list[dict[str, Any]]  # masks file of every task 0..task
     extra: dict[str, Any]
+    validation: DeviceData | None = None  # the scenario's validation holdout of the training split, if any
 
     def test_index(self, task: int) -> torch.Tensor:
         return self.data.indices_of(self.scenario.tasks[task])

@@ -152,6 +152,36 @@ def test_faithful_masks_span_the_whole_classifier_and_random_growth_drifts(digit
     assert {"acc_til", "acc_cil", "density_pct", "overlap_pct"} <= set(pd.read_parquet(out / "task1" / "eval.parquet"))
 
 
+def topology(out: Path, t: int) -> pd.DataFrame:
+    return pd.read_parquet(out / f"task{t}" / "topology.parquet")
+
+
+def test_each_task_writes_its_topology_trace_beside_its_files(standard_run):
+    trace = topology(standard_run, 1)
+    layers = list(masks(standard_run, 1).mask)
+    updates = pd.read_parquet(standard_run / "task1" / "train_log.parquet")["dst_updates"].sum()
+    assert len(trace) == (updates + 1) * len(layers) and trace["layer"].unique().tolist() == layers
+    initial = trace.query("update == 0")
+    assert (initial["step"] == 0).all() and (initial[["pruned", "grown"]] == 0).all(axis=None)
+    assert initial["reused"].gt(0).any()  # task 1's random mask reuses weights task 0 owns
+    assert trace.query("update > 0")["step"].tolist() == sorted(trace.query("update > 0")["step"])
+    assert (trace["pruned"] == trace["grown"]).all() and trace.groupby("layer")["density"].nunique().eq(1).all()
+
+
+def test_faithful_gradient_growth_shrinks_layers_with_too_few_nonzero_scores(digits, tmp_path):
+    # ERK at density 0.5 makes the classifier dense in task 0: task 1 finds it fully frozen (all
+    # gradients 0), so the original code's top-c over the whole tensor re-picks active positions.
+    out = train_and_evaluate(digits, tmp_path, run_config("faithful", growth="gradient", density=0.5), tasks=2)
+    trace = topology(out, 1)
+    head = trace.query("layer == 'classifier.weight'")
+    assert head["density"].iloc[0] == 1.0 and head["density"].iloc[-1] < 1.0
+    for _, layer in trace.groupby("layer"):  # kept = active - pruned + grown, update after update
+        assert (layer["active"].diff().iloc[1:] == (layer["grown"] - layer["pruned"]).iloc[1:]).all()
+    assert masks(out, 1).mask["classifier.weight"].float().mean() < 1.0
+    log = pd.read_parquet(out / "task1" / "train_log.parquet")
+    assert (log["grown"] < log["pruned"]).all() and log["density"].is_monotonic_decreasing
+
+
 class Killed(RuntimeError):
     pass
 
@@ -188,6 +218,7 @@ def test_a_task_killed_mid_training_resumes_to_the_uninterrupted_result(digits, 
         pd.read_parquet(d / "task1" / "train_log.parquet").drop(columns="images_per_s") for d in (uninterrupted, out)
     ]
     pd.testing.assert_frame_equal(*logs)
+    pd.testing.assert_frame_equal(topology(uninterrupted, 1), topology(out, 1))
     pd.testing.assert_frame_equal(evals(uninterrupted, 2), evals(out, 2))
 
 

@@ -51,7 +51,7 @@ def test_dst_never_forgets_in_task_il_and_beats_finetune(finished_run):
 
 def test_every_task_has_its_own_masks_file_and_the_tables_show_mask_statistics(finished_run):
     run = finished_run / "results/runs/dst/default/seed0"
-    assert all((run / f"task{t}" / "masks.pt").exists() for t in range(3))
+    assert all((run / f"task{t}" / name).exists() for t in range(3) for name in ("masks.pt", "topology.parquet"))
     summary = pd.read_csv(finished_run / "results/tables/summary.csv")
     row = summary[(summary["experiment"] == "dst") & (summary["setting"] == "til")].iloc[0]
     assert 10 < row["density_pct_mean"] < 30 and row["capacity_used_pct_mean"] > row["density_pct_mean"]

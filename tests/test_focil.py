@@ -1,9 +1,12 @@
 """The `focil` method through the real train/evaluate stages on the built-in digits data (CPU).
 
-Specification: the per-task search is seeded (same seed, same hyperparameters and masks); the
-standard protocol never changes an earlier expert; the faithful one reproduces the published
-quirks (0.01 x learning rate, weight decay on frozen weights, BWT from the final model); the
-label-free rule routes to the expert that is obviously right.
+Specification: the per-task search is seeded (same seed, same hyperparameters and masks); every
+trial of task 0 starts from its own seeded initialisation; the standard protocol never changes
+an earlier expert; the faithful one reproduces the published quirks (0.01 x learning rate,
+weight decay on frozen weights, a new labelled batch per candidate expert, BWT from the final
+model); the label-free rules route to the expert that is obviously right, and the prototype
+rule also when another expert is confident about everything; `auto` takes the rule that routes
+the validation images best.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import torch
 
 from sparsecl.config import RunConfig, TrainConfig, load_run_config
 from sparsecl.data import load_meta, load_split
-from sparsecl.engine import DeviceData
+from sparsecl.engine import DeviceData, train_epoch
 from sparsecl.errors import ConfigError
 from sparsecl.io import load_torch
-from sparsecl.methods import EvalContext, get_method
+from sparsecl.methods import EvalContext, focil, get_method
 from sparsecl.methods.focil import FocilArgs
-from sparsecl.methods.focil_experts import expert_logits, label_free_choice
+from sparsecl.methods.focil_experts import expert_outputs
+from sparsecl.methods.focil_routing import FALLBACK, RULES, Prototypes, choose_rule, route, rule_scores
 from sparsecl.models import create_backbone
 from sparsecl.scenarios import Scenario, ScenarioSpec
 from sparsecl.sparse import MaskFile
@@ -106,6 +110,36 @@ def test_fixed_search_trains_one_online_pass_at_the_given_lr_and_density(tmp_pat
     assert log["batches"].iloc[0] == -(-images // ONLINE["batch_size"])  # one pass, whatever train.epochs says
 
 
+def trial_starts(root: Path, monkeypatch, tasks: int) -> list[dict[str, torch.Tensor]]:
+    """The (masked) weights every trial of a faithful run starts its pass from, in order."""
+    starts = []
+
+    def recording(model, *args, **kwargs):
+        starts.append({name: p.detach().clone() for name, p in model.named_parameters()})
+        return train_epoch(model, *args, **kwargs)
+
+    monkeypatch.setattr(focil, "train_epoch", recording)
+    dense = {"trials": 3, "report_every": 100, "density_grid": [0.5]}  # trials' masks overlap in every layer
+    train_run(root, tasks, protocol="faithful", method_args=dense)
+    return starts
+
+
+def same_where_both_active(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    both = {n: (a[n] != 0) & (b[n] != 0) for n in a}
+    assert all(m.any() for m in both.values())
+    return all(torch.equal(a[n][both[n]], b[n][both[n]]) for n in a)
+
+
+def test_every_task0_trial_starts_from_its_own_seeded_initialisation(tmp_path, monkeypatch):
+    starts = trial_starts(tmp_path / "first", monkeypatch, tasks=2)
+    again = trial_starts(tmp_path / "again", monkeypatch, tasks=2)
+    task0, task1 = starts[:3], starts[3:]
+    assert len(task1) == 3
+    assert not same_where_both_active(task0[0], task0[1]) and not same_where_both_active(task0[1], task0[2])
+    assert all(torch.equal(task0[i][n], again[i][n]) for i in range(3) for n in task0[i])  # reproducible
+    assert same_where_both_active(task1[0], task1[1]) and same_where_both_active(task1[1], task1[2])  # shared net
+
+
 @pytest.mark.parametrize(("protocol", "factor"), [("faithful", 0.01), ("standard", 1.0)])
 def test_faithful_protocol_trains_at_one_hundredth_of_the_sampled_lr(tmp_path, protocol, factor):
     log = trials(train_run(tmp_path, 1, protocol=protocol).out, 0)
@@ -124,7 +158,7 @@ def own_task_predictions(run: Run, after: int) -> list[torch.Tensor]:
     for j in range(after + 1):
         x, _ = data.batch(data.indices_of([2 * j, 2 * j + 1]))
         mask = load_torch(run.out / f"task{j}" / "masks.pt")["mask"]
-        predictions.append(expert_logits(model, [mask], x, batch=10)[0].argmax(1))
+        predictions.append(expert_outputs(model, [mask], x, batch=10)[0][0].argmax(1))
     return predictions
 
 
@@ -166,11 +200,40 @@ def test_evaluation_reports_both_selection_rules_and_the_published_bwt(tmp_path)
     assert np.allclose(final["selected_sparsity"], [100 * (1 - h["density"]) for h in hparams])
 
 
-def test_label_free_rule_picks_the_confident_expert():
-    flat = torch.zeros(3, 20, 6)
-    flat[1, :, 2] = 8.0  # only expert 1 is sure, and sure of one of its own classes
-    for score in ("max_softmax", "entropy"):
-        assert label_free_choice(flat, [[0, 1], [2, 3], [4, 5]], 10, score).tolist() == [1, 1]
+def test_each_expert_keeps_its_prototypes_and_auto_chooses_on_the_validation_split(tmp_path):
+    out = train_run(tmp_path, 2, evaluate=True, scenario={"validation_fraction": 0.2}).out
+    prototypes = load_torch(out / "task1" / "model.pt")["extra"]["prototypes"]
+    assert [tuple(p["means"].shape) for p in prototypes] == [(2, 32), (2, 32)]  # 2 classes, 32 features each
+    final = pd.read_parquet(out / "task1" / "eval.parquet")
+    validated = {rule: final[f"route_{rule}_val_expert_acc"].iloc[0] for rule in RULES}
+    rule = final["selection_rule"].iloc[0]
+    assert rule == choose_rule(validated)
+    assert final["acc_cil"].tolist() == final[f"route_{rule}_acc"].tolist() == final["labelfree_acc"].tolist()
+
+
+def test_softmax_and_energy_rules_pick_the_expert_confident_on_its_own_classes():
+    logits = torch.zeros(3, 20, 6)
+    logits[1, :, 2] = 8.0  # only expert 1 is sure, and sure of one of its own classes
+    logits[2, :, 0] = 50.0  # expert 2 is sure of a class that is not its own: that does not count
+    for rule in ("max_softmax", "entropy", "energy"):
+        scores = rule_scores(rule, logits, torch.zeros(3, 20, 1), [[0, 1], [2, 3], [4, 5]], [])
+        assert route(scores, 10).tolist() == [1, 1], rule
+
+
+def prototypes_for(model: torch.nn.Module, masks: list[dict], data: DeviceData, tasks: list[list[int]]) -> list[dict]:
+    """Each expert's prototypes on `data` (its training images), as the training stage keeps them."""
+    x, y = data.batch(torch.arange(len(data.labels)))
+    return [
+        Prototypes.of(expert_outputs(model, [MaskFile.from_dict(m).mask], x, 64)[1][0], y, labels).to_dict()
+        for m, labels in zip(masks, tasks)
+    ]
+
+
+def focil_run(protocol: str, spec: ScenarioSpec) -> RunConfig:
+    return RunConfig(
+        run_id="f/default/seed0", experiment="f", point="default", seed=0, method="focil", dataset="digits",
+        backbone="mlp", scenario=spec, train=TrainConfig(eval_batch_size=8, augment=False), protocol=protocol,
+    )  # fmt: skip
 
 
 def obvious_case(protocol: str) -> EvalContext:
@@ -188,14 +251,11 @@ def obvious_case(protocol: str) -> EvalContext:
         rows = torch.zeros(6, 6, dtype=torch.bool)
         rows[labels_m] = True
         masks.append(MaskFile.first({"classifier.weight": rows}).to_dict())
-    run = RunConfig(
-        run_id="f/default/seed0", experiment="f", point="default", seed=0, method="focil", dataset="digits",
-        backbone="mlp", scenario=spec, train=TrainConfig(eval_batch_size=8, augment=False), protocol=protocol,
-    )  # fmt: skip
     data = DeviceData.from_numpy(images, labels, [0.0], [1.0], torch.device("cpu"))
+    extra = {"hparams": [{"lr": 0.1, "density": 0.1}] * 3, "prototypes": prototypes_for(model, masks, data, tasks)}
     return EvalContext(
-        run, 2, scenario, data, torch.device("cpu"), torch.Generator().manual_seed(0), model, masks,
-        {"hparams": [{"lr": 0.1, "density": 0.1}] * 3},
+        focil_run(protocol, spec), 2, scenario, data, torch.device("cpu"), torch.Generator().manual_seed(0), model,
+        masks, extra,
     )  # fmt: skip
 
 
@@ -203,7 +263,108 @@ def obvious_case(protocol: str) -> EvalContext:
 def test_label_free_selection_routes_every_batch_to_the_obvious_expert(protocol):
     rows = pd.DataFrame(get_method("focil").evaluate(obvious_case(protocol)))
     assert (rows["labelfree_expert_acc"] == 100).all() and (rows["labelfree_acc"] == 100).all()
+    for rule in RULES:
+        assert (rows[f"route_{rule}_expert_acc"] == 100).all() and (rows[f"route_{rule}_acc"] == 100).all(), rule
     assert (rows["labelled_expert_acc"] == 100).all() and (rows["acc_til"] == 100).all()
+    assert (rows["selection_rule"] == FALLBACK).all()  # auto without a validation split
+
+
+@pytest.mark.parametrize(("protocol", "per_candidate"), [("faithful", True), ("standard", False)])
+def test_faithful_labelled_rule_draws_a_new_batch_for_every_candidate_expert(monkeypatch, protocol, per_candidate):
+    ctx, drawn, real = obvious_case(protocol), [], DeviceData.batch
+
+    def spy(self, idx, *args, **kwargs):
+        drawn.append(idx.tolist())
+        return real(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(DeviceData, "batch", spy)
+    ctx.task = 1  # candidates: experts 0 and 1 (not the final task, so no second evaluation for the BWT)
+    ctx.masks, ctx.extra["prototypes"] = ctx.masks[:2], ctx.extra["prototypes"][:2]
+    get_method("focil").evaluate(ctx)
+    selection = [idx for idx in drawn if len(idx) == 10]
+    if not per_candidate:
+        assert selection == []  # standard: every candidate is scored on the first 10 of the shared batch
+        return
+    assert len(selection) == 1 + 2  # task 0: expert 0; task 1: experts 0 and 1, each on a batch of its own
+    task1 = set(ctx.test_index(1).tolist())
+    assert set(selection[1]) <= task1 and set(selection[2]) <= task1 and set(selection[1]) != set(selection[2])
+
+
+def separable_images(seed: int, per_class: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """4 classes, 2 tasks in 9 pixels: task t's classes are +-2 on pixels 4t..4t+3 (noise 0.3
+    elsewhere); pixel 8 is 1 everywhere. Stored as uint8 128 + 40 v (normalised back to v)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), per_class)
+    values = rng.normal(0, 0.3, (len(labels), 9))
+    for c in range(4):
+        t, sign = c // 2, 1 - 2 * (c % 2)
+        values[labels == c, 4 * t : 4 * t + 4] += 2 * sign
+    values[:, 8] = 1
+    return np.clip(128 + 40 * values, 0, 255).astype(np.uint8)[:, None, :, None], labels
+
+
+def two_experts_case(overconfident: bool, validation: bool) -> EvalContext:
+    """Expert t (hidden units 4t..4t+3 from pixels 4t..4t+3, classifier rows of task t) trained on
+    task t's separable images. `overconfident`: expert 0 also reads the constant pixel through a
+    large weight, so it is sure of class 0 whatever the image."""
+    tasks = [[0, 1], [2, 3]]
+    spec = ScenarioSpec(num_tasks=2, classes_per_task=2)
+    torch.manual_seed(0)
+    model = create_backbone("mlp", 4, (1, 9, 1), hidden=(8,))
+    data = {
+        s: DeviceData.from_numpy(*separable_images(s), [128 / 255], [40 / 255], torch.device("cpu")) for s in (1, 2, 3)
+    }
+    x, y = data[1].batch(torch.arange(len(data[1].labels)))
+    masks = []
+    for t, classes in enumerate(tasks):
+        hidden, head = torch.zeros(8, 9, dtype=torch.bool), torch.zeros(4, 8, dtype=torch.bool)
+        hidden[4 * t : 4 * t + 4, 4 * t : 4 * t + 4] = True
+        head[classes, 4 * t : 4 * t + 4] = True
+        mask = {"features.0.weight": hidden, "classifier.weight": head}
+        own = torch.isin(y, torch.tensor(classes))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(100):  # masked forward: only the expert's own weights get gradients
+            logits = torch.func.functional_call(model, {n: p * mask[n] for n, p in model.named_parameters()}, (x[own],))
+            loss = torch.nn.functional.cross_entropy(logits[:, classes], y[own] - classes[0])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        masks.append(mask)
+    if overconfident:
+        with torch.no_grad():
+            model.features[0].weight[0, 8], model.classifier.weight[0, 0] = 10.0, 10.0
+        masks[0]["features.0.weight"][0, 8] = True
+    files = [MaskFile.first(masks[0]).to_dict(), MaskFile.after(masks[1], 1, MaskFile.first(masks[0]).owner).to_dict()]
+    extra = {"hparams": [{"lr": 0.5, "density": 0.2}] * 2, "prototypes": prototypes_for(model, files, data[1], tasks)}
+    scenario = Scenario(spec, "digits", list(range(4)), tasks, np.arange(120), np.zeros(0, np.int64))
+    return EvalContext(
+        focil_run("standard", spec), 1, scenario, data[2], torch.device("cpu"), torch.Generator().manual_seed(0),
+        model, files, extra, validation=data[3] if validation else None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("overconfident", [False, True])
+def test_label_free_rules_pick_the_expert_of_separable_tasks(overconfident):
+    ctx = two_experts_case(overconfident, validation=False)
+    masks = [MaskFile.from_dict(m).mask for m in ctx.masks]
+    prototypes = [Prototypes.from_dict(p) for p in ctx.extra["prototypes"]]
+    for j in range(2):
+        logits, features = expert_outputs(ctx.model, masks, ctx.data.batch(ctx.test_index(j))[0], 64)
+        for rule in RULES:
+            picks = route(rule_scores(rule, logits, features, ctx.scenario.tasks, prototypes), 10)
+            # An expert sure of everything wins every softmax or energy vote; only the prototypes see
+            # that task 1's images are nothing like expert 0's training images.
+            expected = 0 if overconfident and rule != "prototype" else j
+            assert picks.tolist() == [expected] * 6, (rule, j)
+
+
+def test_auto_takes_the_rule_that_routes_the_validation_images_best():
+    rows = pd.DataFrame(get_method("focil").evaluate(two_experts_case(overconfident=True, validation=True)))
+    assert (rows["selection_rule"] == "prototype").all()
+    assert rows["route_prototype_val_expert_acc"].iloc[0] == 100 and rows["route_energy_val_expert_acc"].iloc[0] == 50
+    assert rows["acc_cil"].tolist() == rows["labelfree_acc"].tolist() == rows["route_prototype_acc"].tolist()
+    assert rows["route_max_softmax_expert_acc"].tolist() == [100, 0]
+    assert choose_rule({"max_softmax": 50.0, "entropy": 50.0, "energy": 40.0, "prototype": 50.0}) == "max_softmax"
 
 
 def test_an_unknown_method_arg_is_a_one_line_config_error():
@@ -227,6 +388,8 @@ def test_the_workflow_reports_accuracy_forgetting_and_expert_selection(tmp_path)
         "labelfree_acc_mean",
         "labelfree_expert_acc_mean",
         "labelled_acc_mean",
+        "route_prototype_expert_acc_mean",
+        "route_energy_acc_mean",
     ):
         assert np.isfinite(summary.loc["cil", column])
     assert summary.loc["til", "forgetting_mean"] == 0  # standard protocol: experts never change

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsecl.sparse.dst import grow, growth_scores, magnitude_prune, prune_fraction, random_choice
+from sparsecl.sparse.dst import (
+    grow,
+    growth_scores,
+    magnitude_prune,
+    prune_fraction,
+    random_choice,
+    top_with_random_ties,
+)
 from sparsecl.sparse.trainer import DSTSchedule, SparseTrainer
 
 T, F = True, False
@@ -123,6 +130,74 @@ def test_unfired_growth_prefers_positions_never_active_in_this_task():
     assert {3, 4, 5} <= set(positions(grown)) and int(grown.sum()) == 5
 
 
+def test_faithful_unfired_growth_regrows_the_remainder_right_in_expectation():
+    # 100 active, 100 never fired, 500 to grow: all 100 unfired, then Bernoulli(400 / 800) over
+    # the 800 fired but inactive positions, so 500 in expectation (not 100 + 400 * 800 / 900).
+    kept = torch.zeros(1000, dtype=torch.bool)
+    kept[:100] = True
+    fired = torch.zeros(1000, dtype=torch.bool)
+    fired[:900] = True
+    counts = []
+    for seed in range(20):
+        grown = grow("unfired", kept, 500, generator=gen(seed), exact=False, fired=fired) & ~kept
+        assert grown[900:].all()
+        counts.append(int(grown.sum()))
+    assert sum(counts) / len(counts) == pytest.approx(500, rel=0.02)
+
+
+def test_faithful_score_growth_takes_the_top_scores_over_the_whole_tensor_ties_in_seeded_order():
+    # 3 active, one inactive position with a non-zero score, 3 to grow: position 3 first, then two
+    # picks among the 7 zero scores, active positions included; picks on active positions are lost.
+    kept = torch.tensor([T, T, T, F, F, F, F, F])
+    scores = torch.tensor([9.0, 9.0, 9.0, -5.0, 0.0, 0.0, 0.0, 0.0])  # active scores do not count
+    grown_counts = set()
+    for seed in range(30):
+        new = grow("gradient", kept, 3, generator=gen(seed), exact=False, scores=scores)
+        assert torch.equal(new, grow("gradient", kept, 3, generator=gen(seed), exact=False, scores=scores))
+        assert new[:4].all()
+        grown_counts.add(int((new & ~kept).sum()))
+    assert grown_counts == {1, 2, 3}  # the mask shrinks unless both tie picks land on inactive positions
+    exact = grow("gradient", kept, 3, generator=gen(), exact=True, scores=scores)
+    assert positions(exact & ~kept) == [3, 4, 5]  # standard: exactly 3 among the inactive, lower index first
+
+
+def test_random_tie_order_covers_every_tied_position():
+    picks = torch.stack([top_with_random_ties(torch.zeros(6), 2, gen(seed)) for seed in range(200)])
+    assert (picks.sum(1) == 2).all()
+    assert picks.float().mean(0).tolist() == pytest.approx([1 / 3] * 6, abs=0.08)
+
+
+def dense_layer_update(growth: str, exact: bool, seed: int = 0) -> tuple[torch.Tensor, list[int]]:
+    """One update of a dense 20 x 512 layer whose scores are all 0 (a layer earlier tasks froze:
+    zero gradients, zero Adam moments), at prune rate 0.4275."""
+    layer = torch.nn.Linear(512, 20, bias=False)
+    torch.nn.init.normal_(layer.weight, generator=gen(7))
+    layer.weight.grad = torch.zeros_like(layer.weight)
+    schedule = DSTSchedule(
+        growth, update_frequency=1, total_steps=10, prune_rate=0.4275, prune_rate_min=0.4275, exact=exact
+    )
+    opt = torch.optim.Adam(layer.parameters())
+    mask = torch.ones(20, 512, dtype=torch.bool)
+    trainer = SparseTrainer({"w": layer.weight}, {"w": mask}, opt, gen(seed), schedule=schedule)
+    trainer.step = 1
+    trainer.update()
+    return trainer.masks["w"], trainer.history[0]["layers"][0]
+
+
+def test_growth_criteria_on_a_dense_layer_with_zero_scores_faithful_shrinks_standard_does_not():
+    for growth in ("gradient", "momentum"):
+        mask, (pruned, grown, active, _) = dense_layer_update(growth, exact=False)
+        assert pruned == 4378  # ceil(0.4275 * 10240)
+        assert active == int(mask.sum()) == 10240 - pruned + grown
+        # The 4378 picks are a uniformly random subset of the 10240 tied positions, so the number
+        # landing on pruned ones is hypergeometric: mean 4378^2 / 10240 = 1871.7, sd 24.8.
+        assert abs(grown - 1871.7) < 5 * 24.8
+        assert torch.equal(mask, dense_layer_update(growth, exact=False)[0])  # seeded
+        assert not torch.equal(mask, dense_layer_update(growth, exact=False, seed=1)[0])
+        mask, (pruned, grown, active, _) = dense_layer_update(growth, exact=True)
+        assert pruned == grown == 4378 and active == 10240 and mask.all()
+
+
 def test_growth_stays_inside_the_allowed_region():
     kept = torch.zeros(4, 3, dtype=torch.bool)
     allowed = torch.zeros(4, 3, dtype=torch.bool)
@@ -174,11 +249,12 @@ def train_steps(layer, opt, trainer, steps: int) -> None:
 @pytest.mark.parametrize("growth", ["random", "unfired", "gradient", "momentum"])
 def test_exact_updates_keep_the_number_of_active_connections(growth):
     layer, opt, trainer = dst_setup(growth, exact=True)
-    before = trainer.active()
+    before = int(trainer.masks["weight"].sum())
     train_steps(layer, opt, trainer, 40)
     assert len(trainer.history) == 20
-    assert all(entry["active"] == before for entry in trainer.history)
-    assert all(entry["pruned"] == entry["grown"] for entry in trainer.history)
+    for entry in trainer.history:
+        [[pruned, grown, active, _]] = entry["layers"]
+        assert active == before and pruned == grown
     assert torch.equal(layer.weight != 0, trainer.masks["weight"] & (layer.weight != 0))  # W = W * M
 
 
@@ -212,7 +288,7 @@ def test_one_update_regrown_weights_keep_their_value_new_ones_start_at_zero(reus
     # q = ceil(0.34 * 3) = 2, tau = 0.5: 0.1 and 0.5 are pruned; the two largest gradients among
     # the inactive positions regrow 3 (the earlier task's weight) and 1 (just pruned).
     assert positions(trainer.masks["w"]) == [0, 1, 3]
-    assert trainer.history[0]["pruned"] == 2 and trainer.history[0]["grown"] == 2
+    assert trainer.history[0]["layers"] == [[2, 2, 3, 1]]  # pruned, grown, active, reused (position 3)
     revived = 7.0 if reuse_frozen else 0.0  # the shared value, or dead at 0 until the merge (faithful)
     assert torch.equal(w.detach(), torch.tensor([0.9, 0.1, 0.0, revived, 0.0]))
 

@@ -42,6 +42,15 @@ def load_device_data(
     )
 
 
+def load_validation(data_dir: Path, meta: dict, scenario: Scenario, device: torch.device) -> DeviceData | None:
+    """The validation holdout of the training split (None without one), unaugmented."""
+    if len(scenario.val_index) == 0:
+        return None
+    prepared = load_split(data_dir, "train", meta=meta)
+    labels = scenario.label_map(meta["num_classes"])[prepared.labels[scenario.val_index]]
+    return DeviceData.from_numpy(prepared.images[scenario.val_index], labels, meta["mean"], meta["std"], device)
+
+
 def build_model(run: RunConfig, meta: dict, scenario: Scenario, device: torch.device) -> torch.nn.Module:
     model = create_backbone(run.backbone, scenario.num_classes, tuple(meta["image_shape"]), **run.backbone_args)
     return prepare_model(model, device)
@@ -194,6 +203,7 @@ def evaluate(
         extra=saved.get("extra", {}),
         stage=stage,
         inputs=dict(inputs or {}),
+        validation=load_validation(data_dir, meta, scenario, device),
     )
     rows = get_method(run.method).evaluate(ctx)
     for row in rows:

@@ -63,7 +63,8 @@ class TaskContext:
 
 @dataclass
 class TaskResult:
-    """What a training stage writes: weights, masks (their own file), method state, per-epoch log."""
+    """What a training stage writes: weights, masks (their own file), method state, per-epoch log,
+    and any further tables (`<name>.parquet` beside the model, e.g. dst's topology trace)."""
 
     model_state: dict[str, torch.Tensor]
     masks: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +92,8 @@ class EvalContext:
     def evaluated_tasks(self) -> range:
         """Tasks whose test images are scored: every seen task, or the whole test set once (data-incremental)."""
         return range(1) if self.scenario.spec.kind == "data" else range(self.task + 1)
+
+    validation: DeviceData | None = None  # the scenario's validation holdout of the training split, if any
 
     def test_index(self, task: int) -> torch.Tensor:
         return self.data.indices_of(self.scenario.tasks[task])

@@ -12,13 +12,19 @@ every task's subnetwork.
 `protocol: faithful` keeps what moves the published numbers: `acc_til` is the argmax over all
 C logits of expert j (the paper's "task-incremental" accuracy) on randomly augmented test
 batches, the epoch with the best training accuracy (all-logit argmax) is kept, free weights of
-tasks >= 1 start at 0, random regrowth is exact only in expectation, grown weights that an
-earlier task owns stay dead (0) until the merge, and the mask spans the whole classifier, so
-head rows of other tasks' classes become "used" and frozen (with ERK often the whole head).
+tasks >= 1 start at 0, regrowth counts as the original code does (random: right only in
+expectation; gradient and momentum: the top scores over the whole tensor, so a layer with fewer
+non-zero scores than connections to regrow, e.g. one fully frozen by earlier tasks, shrinks),
+grown weights that an earlier task owns stay dead (0) until the merge, and the mask spans the
+whole classifier, so head rows of other tasks' classes become "used" and frozen (with ERK often
+the whole head).
 `protocol: standard` corrects these: task-IL logits only, no test-time augmentation, the epoch
 with the best validation accuracy (the last epoch when `scenario.validation_fraction` is 0),
 fresh initial values for free weights, exact regrowth counts, re-activated earlier-task weights
 read their shared value, and each task's mask covers only its own classifier rows.
+
+Each task also writes its topology trace (`topology.parquet` beside the model): the initial
+mask and every update, per layer (step, pruned, grown, active, density, reused).
 """
 
 from __future__ import annotations
@@ -146,7 +152,12 @@ class DST(Method):
         stats = mask_statistics(mask_file, ctx.task)
         for line in format_statistics(stats):
             ctx.log(line)
-        return TaskResult(model_state=merged, masks={**mask_file.to_dict(), "stats": stats}, log_rows=rows)
+        return TaskResult(
+            model_state=merged,
+            masks={**mask_file.to_dict(), "stats": stats},
+            log_rows=rows,
+            tables={"topology": trainer.topology(steps_per_epoch)},
+        )
 
     def model_for(self, ctx: EvalContext, task: int | None) -> nn.Module:
         """Expert `task`: the shared network times that task's mask; class-IL: the shared network."""

@@ -1,18 +1,22 @@
 """FOCIL inference: which expert answers a test batch, and how accurate the answer is.
 
 An expert is the shared network with one task's mask applied. Each evaluated task's test images
-(one seeded shuffled order) go through every expert trained so far, and two selection rules are
-scored on the same logits:
+(one seeded shuffled order) go through every expert trained so far, and the selection rules are
+scored on the same outputs:
   * labelled, the published rule: among experts 0..j, the one with the highest accuracy (argmax
-    over all logits) on the first `selection_batch` labelled test images of task j answers all of
-    task j. It reads test labels and the task index, so it is not class-incremental inference;
-  * label-free: each consecutive group of `selection_batch` test images goes to the expert most
-    confident on its own task's classes (highest mean max-softmax, or lowest mean entropy) among
-    all experts trained so far.
+    over all logits) on `selection_batch` labelled test images of task j answers all of task j.
+    `faithful` draws a new shuffled (and augmented) batch for each candidate, as published;
+    `standard` scores every candidate on the same first batch (a paired comparison). It reads
+    test labels and the task index, so it is not class-incremental inference;
+  * label-free (`focil_routing`): each consecutive group of `selection_batch` test images goes
+    to the expert that one rule (max_softmax, entropy, energy, prototype) scores highest, among
+    all experts trained so far; `selection_score` names the rule behind `acc_cil` (`auto`: the
+    rule that routes the validation images best after this task).
 Expert-selection accuracy is the share of tasks (labelled) or groups (label-free) routed to the
 true task's expert. The chosen expert predicts by an argmax over all logits (faithful, as
 published) or over its own task's classes (standard). Task-IL accuracy uses the true task's
-expert over that task's classes.
+expert over that task's classes. Every rule's numbers are in the rows (`route_<rule>_acc`,
+`route_<rule>_expert_acc`, and on the validation images `route_<rule>_val_expert_acc`).
 
 `faithful` evaluates like the published code: batches of the training batch size (batch-norm
 statistics of 10 images), test-time augmentation with the training transforms, the labelled
@@ -34,8 +38,7 @@ from ..data import get_dataset
 from ..engine import DeviceData, autocast
 from ..sparse import MaskFile, maskable_parameters
 from .base import EvalContext
-
-SCORES = ("max_softmax", "entropy")
+from .focil_routing import AUTO, FALLBACK, RULES, Prototypes, choose_rule, route, rule_scores
 
 
 @dataclass(frozen=True)
@@ -44,63 +47,52 @@ class EvalSettings:
     augment: bool  # test-time augmentation
     all_logits: bool  # the chosen expert predicts over all classes (else over its own task's classes)
     selection_batch: int
-    score: str  # label-free confidence: max_softmax | entropy
+    score: str  # label-free rule behind acc_cil in standard: one of RULES, or auto
     labelled_cil: bool  # class-IL accuracy from the labelled rule (else label-free)
-
-
-@dataclass
-class TaskScores:
-    acc_til: float
-    labelled_acc: float
-    labelled_expert_acc: float
-    labelfree_acc: float
-    labelfree_expert_acc: float
+    fresh_labelled_batches: bool  # the labelled rule draws a new batch per candidate (as published)
 
 
 @torch.no_grad()
-def expert_logits(model: nn.Module, masks: list[dict[str, torch.Tensor]], x: torch.Tensor, batch: int) -> torch.Tensor:
-    """Logits [experts, images, classes] of every expert (shared weights x its mask) on `x`."""
+def expert_outputs(
+    model: nn.Module, masks: list[dict[str, torch.Tensor]], x: torch.Tensor, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [experts, images, classes] and features [experts, images, features] (the input of
+    `classifier`) of every expert (shared weights x its mask) on `x`."""
     params = maskable_parameters(model)
     shared = {name: p.detach().clone() for name, p in params.items()}
+    features: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_pre_hook(lambda _module, args: features.append(args[0].float()))
     model.eval()
-    outputs = []
+    logits = []
     try:
         for mask in masks:
             for name, p in params.items():
                 p.copy_(shared[name] * mask[name])
             with autocast(x.device):
-                outputs.append(torch.cat([model(x[s : s + batch]).float() for s in range(0, len(x), batch)]))
+                logits.append(torch.cat([model(x[s : s + batch]).float() for s in range(0, len(x), batch)]))
     finally:
+        hook.remove()
         for name, p in params.items():
             p.copy_(shared[name])
-    return torch.stack(outputs)
-
-
-def confidence(logits: torch.Tensor, score: str) -> torch.Tensor:
-    """Per image: max softmax probability, or negative entropy (higher means more confident)."""
-    log_p = torch.log_softmax(logits.float(), dim=1)
-    if score == "max_softmax":
-        return log_p.exp().max(1).values
-    return (log_p.exp() * log_p).sum(1)
-
-
-def label_free_choice(logits: torch.Tensor, expert_labels: list[list[int]], group: int, score: str) -> torch.Tensor:
-    """Expert chosen for each consecutive group of `group` images, from logits [experts, images, classes].
-
-    Each expert is judged on its own task's classes only, the logits its training shaped; ties go
-    to the earliest expert.
-    """
-    n = logits.shape[1]
-    conf = torch.stack([confidence(logits[m][:, labels], score) for m, labels in enumerate(expert_labels)])
-    groups = torch.arange(n, device=logits.device) // group
-    sums = torch.zeros(len(expert_labels), int(groups[-1]) + 1, device=logits.device).index_add_(1, groups, conf)
-    return sums.argmax(0)  # within a group every expert sees the same images, so sums rank like means
+    return torch.stack(logits), torch.cat(features).view(len(masks), len(x), -1)
 
 
 def labelled_choice(logits: torch.Tensor, y: torch.Tensor, group: int) -> int:
     """The expert with the highest accuracy on the first `group` labelled images (ties: earliest)."""
     hits = (logits[:, :group].argmax(2) == y[:group]).float().mean(1)
     return int(hits.argmax())
+
+
+def labelled_choice_fresh_batches(
+    ctx: EvalContext, data: DeviceData, masks: list[dict[str, torch.Tensor]], idx: torch.Tensor, s: EvalSettings
+) -> int:
+    """The published rule: each candidate is scored on its own newly shuffled batch (ties: earliest)."""
+    hits = []
+    for mask in masks:
+        pick = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)[: s.selection_batch]]
+        x, y = data.batch(pick, ctx.generator, augment=s.augment)
+        hits.append(float((expert_outputs(ctx.model, [mask], x, s.batch)[0][0].argmax(1) == y).float().mean()))
+    return max(range(len(hits)), key=lambda m: (hits[m], -m))
 
 
 def predict(logits: torch.Tensor, expert: torch.Tensor, expert_labels: torch.Tensor, all_logits: bool) -> torch.Tensor:
@@ -112,25 +104,66 @@ def predict(logits: torch.Tensor, expert: torch.Tensor, expert_labels: torch.Ten
     return own.gather(1, chosen.gather(1, own).argmax(1, keepdim=True)).squeeze(1)
 
 
+@dataclass
+class Experts:
+    """What every evaluation of one model shares: the experts' masks, classes and prototypes."""
+
+    masks: list[dict[str, torch.Tensor]]
+    labels: list[list[int]]
+    prototypes: list[Prototypes]
+
+
+def routes_of(ctx: EvalContext, experts: Experts, x: torch.Tensor, s: EvalSettings):
+    """Logits of every expert on `x` and, per rule, the expert chosen for each image."""
+    logits, features = expert_outputs(ctx.model, experts.masks, x, s.batch)
+    per_image = {}
+    for rule in RULES:
+        groups = route(rule_scores(rule, logits, features, experts.labels, experts.prototypes), s.selection_batch)
+        per_image[rule] = groups.repeat_interleave(s.selection_batch)[: len(x)]
+    return logits, per_image
+
+
 def score_task(
-    ctx: EvalContext, data: DeviceData, masks: list[dict[str, torch.Tensor]], j: int, s: EvalSettings
-) -> TaskScores:
+    ctx: EvalContext, data: DeviceData, experts: Experts, j: int, s: EvalSettings, rule: str
+) -> dict[str, float]:
     idx = ctx.test_index(j)
     idx = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)]
     x, y = data.batch(idx, ctx.generator, augment=s.augment)
-    logits = expert_logits(ctx.model, masks, x, s.batch)
-    tasks = ctx.scenario.tasks[: len(masks)]
-    expert_labels = torch.as_tensor(tasks, device=y.device)
-    chosen = labelled_choice(logits[: j + 1], y, s.selection_batch)
-    routes = label_free_choice(logits, tasks, s.selection_batch, s.score)
-    per_image = routes.repeat_interleave(s.selection_batch)[: len(y)]
-    return TaskScores(
-        acc_til=_percent(predict(logits, torch.full_like(y, j), expert_labels, all_logits=False) == y),
-        labelled_acc=_percent(predict(logits, torch.full_like(y, chosen), expert_labels, s.all_logits) == y),
-        labelled_expert_acc=100.0 * (chosen == j),
-        labelfree_acc=_percent(predict(logits, per_image, expert_labels, s.all_logits) == y),
-        labelfree_expert_acc=_percent(routes == j),
-    )
+    logits, per_image = routes_of(ctx, experts, x, s)
+    expert_labels = torch.as_tensor(experts.labels, device=y.device)
+    if s.fresh_labelled_batches:
+        chosen = labelled_choice_fresh_batches(ctx, data, experts.masks[: j + 1], idx, s)
+    else:
+        chosen = labelled_choice(logits[: j + 1], y, s.selection_batch)
+    scores = {
+        "acc_til": _percent(predict(logits, torch.full_like(y, j), expert_labels, all_logits=False) == y),
+        "labelled_acc": _percent(predict(logits, torch.full_like(y, chosen), expert_labels, s.all_logits) == y),
+        "labelled_expert_acc": 100.0 * (chosen == j),
+    }
+    for name, experts_of_image in per_image.items():
+        scores[f"route_{name}_acc"] = _percent(predict(logits, experts_of_image, expert_labels, s.all_logits) == y)
+        scores[f"route_{name}_expert_acc"] = _percent(experts_of_image[:: s.selection_batch] == j)
+    scores["labelfree_acc"] = scores[f"route_{rule}_acc"]
+    scores["labelfree_expert_acc"] = scores[f"route_{rule}_expert_acc"]
+    return scores
+
+
+def validation_routing(ctx: EvalContext, experts: Experts, s: EvalSettings) -> dict[str, float]:
+    """Per rule, the share (%) of validation groups of the seen tasks routed to the right expert."""
+    val = ctx.validation
+    assert val is not None
+    hits = dict.fromkeys(RULES, 0)
+    total = 0
+    for j in range(ctx.task + 1):
+        idx = val.indices_of(ctx.scenario.tasks[j])
+        if len(idx) == 0:
+            continue
+        idx = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)]
+        _, per_image = routes_of(ctx, experts, val.batch(idx)[0], s)
+        for rule, chosen in per_image.items():
+            hits[rule] += int((chosen[:: s.selection_batch] == j).sum())
+        total += -(-len(idx) // s.selection_batch)
+    return {rule: 100.0 * hits[rule] / max(total, 1) for rule in RULES}
 
 
 def settings_for(ctx: EvalContext, selection_batch: int, score: str) -> EvalSettings:
@@ -142,36 +175,45 @@ def settings_for(ctx: EvalContext, selection_batch: int, score: str) -> EvalSett
         selection_batch=selection_batch,
         score=score,
         labelled_cil=faithful,
+        fresh_labelled_batches=faithful,
     )
 
 
 def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
-    """One row per seen task: task-IL, class-IL, both selection rules and the sparsity its expert chose."""
+    """One row per seen task: task-IL, class-IL, every selection rule and the sparsity its expert chose."""
     data = ctx.data
     if s.augment:  # the test split is loaded without augmentation; the faithful protocol adds the training one
         spec = get_dataset(ctx.run.dataset)
         data = replace(data, crop_padding=spec.crop_padding, hflip=spec.hflip)
-    masks = [MaskFile.from_dict(m).mask for m in ctx.masks]
+    experts = Experts(
+        masks=[MaskFile.from_dict(m).mask for m in ctx.masks],
+        labels=ctx.scenario.tasks[: len(ctx.masks)],
+        prototypes=[Prototypes.from_dict(p) for p in ctx.extra["prototypes"]],
+    )
+    validated = validation_routing(ctx, experts, s) if ctx.validation is not None else {}
+    rule = s.score
+    if rule == AUTO:
+        rule = choose_rule(validated) if validated else FALLBACK
     hparams = ctx.extra["hparams"]  # (lr, density, trial) of every expert so far
     final = ctx.task == len(ctx.scenario.tasks) - 1
     rows = []
     for j in range(ctx.task + 1):
-        scores = score_task(ctx, data, masks, j, s)
+        scores = score_task(ctx, data, experts, j, s, rule)
         row = {
             "task_trained": ctx.task,
             "task_eval": j,
             "n": int(len(ctx.test_index(j))),
-            "acc_til": scores.acc_til,
-            "acc_cil": scores.labelled_acc if s.labelled_cil else scores.labelfree_acc,
-            "labelled_acc": scores.labelled_acc,
-            "labelled_expert_acc": scores.labelled_expert_acc,
-            "labelfree_acc": scores.labelfree_acc,
-            "labelfree_expert_acc": scores.labelfree_expert_acc,
+            "acc_til": scores.pop("acc_til"),
+            "acc_cil": scores["labelled_acc"] if s.labelled_cil else scores["labelfree_acc"],
+            **scores,
+            "selection_rule": rule,
+            **{f"route_{name}_val_expert_acc": value for name, value in validated.items()},
             "selected_sparsity": 100.0 * (1.0 - hparams[j]["density"]),  # %, as the paper reports it
+            "selected_lr": hparams[j]["lr"],  # as sampled (faithful trains at lr_gamma^2 x this)
         }
         if s.labelled_cil and final:  # the published BWT: column j evaluated again with the same final model
-            again = score_task(ctx, data, masks, j, s).labelled_acc if j < ctx.task else float("nan")
-            row["bwt_final_model"] = scores.labelled_acc - again
+            again = score_task(ctx, data, experts, j, s, rule)["labelled_acc"] if j < ctx.task else float("nan")
+            row["bwt_final_model"] = scores["labelled_acc"] - again
         rows.append(row)
     return rows
 

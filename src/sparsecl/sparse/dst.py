@@ -14,9 +14,14 @@ Growth criteria (`unfired` and `random_unfired` are one mode):
   gradient  largest |dL/dW| of the last minibatch (after isolation zeroed frozen gradients);
   momentum  largest |m / (sqrt(v) + 1e-8)| of Adam (no bias correction), or |SGD momentum buffer|.
 
-`exact=False` reproduces the original code's random draws, which regrow c connections only in
-expectation (an independent Bernoulli per candidate); `exact=True` draws exactly c, so the
-density never drifts. Score ties are broken by the lower flat index.
+`exact=True` grows exactly c connections among the inactive positions, so the density never
+drifts (score ties: the lower flat index first). `exact=False` is the original code's rule:
+  random, unfired   an independent Bernoulli per inactive position, c only in expectation;
+  gradient, momentum the top c of |score| x (inactive) over the *whole* tensor, ties in a seeded
+                    random order over every tied position, active ones included. Where fewer than
+                    c inactive positions score above 0 (a fully frozen layer; head rows whose
+                    moments stay 0), some picks land on active positions and are lost, so the
+                    mask shrinks: kept = active - pruned + (picks that were inactive).
 """
 
 from __future__ import annotations
@@ -74,7 +79,9 @@ def grow(
     if mode in ("gradient", "momentum"):
         if scores is None:
             raise ValueError(f"{mode} growth needs scores")
-        return kept | top_scores(scores.abs(), candidates, count)
+        if exact:
+            return kept | top_scores(scores.abs(), candidates, count)
+        return kept | top_with_random_ties(scores.abs() * candidates, count, generator)
     if mode == "random":
         return kept | random_choice(candidates, count, generator, exact)
     if mode == "unfired":
@@ -84,9 +91,8 @@ def grow(
         available = nnz(unfired)
         if count <= available:
             return kept | random_choice(unfired, count, generator, exact=True)
-        # Faithful: a Bernoulli over every candidate (the unfired ones are already on).
-        rest = candidates & fired if exact else candidates
-        return kept | unfired | random_choice(rest, count - available, generator, exact)
+        # Every unfired position, then the rest among the candidates still off (Bernoulli if not exact).
+        return kept | unfired | random_choice(candidates & fired, count - available, generator, exact)
     raise ValueError(f"unknown growth mode {mode!r}; expected one of {GROWTH_MODES}")
 
 
@@ -116,6 +122,21 @@ def top_scores(scores: torch.Tensor, pool: torch.Tensor, count: int) -> torch.Te
     ties = (flat == threshold).nonzero().flatten()[: count - nnz(chosen)]
     chosen[ties] = True
     return chosen.view_as(pool)
+
+
+def top_with_random_ties(scores: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """The `count` largest scores over the whole tensor, ties at the threshold in a random order
+    drawn from `generator` (a sort with arbitrary tie order, as a GPU sort gives)."""
+    flat = scores.flatten()
+    count = min(count, flat.numel())
+    if count <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = flat.kthvalue(flat.numel() - count + 1).values
+    chosen = flat > threshold
+    ties = (flat == threshold).nonzero().flatten()
+    order = torch.randperm(len(ties), generator=generator, device=generator.device)
+    chosen[ties[order[: count - nnz(chosen)].to(ties.device)]] = True
+    return chosen.view(scores.shape)
 
 
 def nnz(mask: torch.Tensor) -> int:

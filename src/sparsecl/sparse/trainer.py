@@ -5,6 +5,10 @@ itself as its `method_state`: the masks, the fired set, the step counter and the
 into the resume file beside the model and the optimiser moments, so a task resumed after a
 kill ends with the topology of an uninterrupted run. The prune fraction is a pure function of
 the step counter, so the schedule needs no state of its own.
+
+The update log holds counts only (per update and layer: pruned, grown, active, reused), never
+masks, so it costs a few integers per layer and update in memory and in the resume file;
+`topology()` turns it into the task's topology trace.
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ class SparseTrainer:
         self.allowed = allowed or {}
         self.frozen_values = frozen_values
         self.step = 0
-        self.history: list[dict[str, Any]] = []
-        self.initial_active = self.active()
+        self.history: list[dict[str, Any]] = []  # per update: step, prune rate, per-layer counts
+        self.initial = self.layer_counts(dict.fromkeys(masks, 0), dict.fromkeys(masks, 0))
         self.apply()
 
     def after_backward(self) -> None:
@@ -88,14 +92,14 @@ class SparseTrainer:
         schedule = self.schedule
         assert schedule is not None
         rate = prune_fraction(self.step, schedule.total_steps, schedule.prune_rate, schedule.prune_rate_min)
-        pruned = grown = 0
+        pruned, grown = {}, {}
         for name, param in self.params.items():
             old = self.masks[name]
-            kept, removed = magnitude_prune(param, old, rate)
+            kept, pruned[name] = magnitude_prune(param, old, rate)
             new = grow(
                 schedule.growth,
                 kept,
-                removed,
+                pruned[name],
                 generator=self.generator,
                 exact=schedule.exact,
                 scores=growth_scores(schedule.growth, param, self.optimizer),
@@ -107,29 +111,49 @@ class SparseTrainer:
                 param.copy_(torch.where(revived, self.frozen_values[name], param))
             self.masks[name] = new
             self.fired[name] = self.fired[name] | new
-            pruned += removed
-            grown += nnz(new & ~kept)
+            grown[name] = nnz(new & ~kept)
         self.apply()
-        self.history.append(
-            {"step": self.step, "prune_rate": rate, "pruned": pruned, "grown": grown, "active": self.active()}
-        )
+        self.history.append({"step": self.step, "prune_rate": rate, "layers": self.layer_counts(pruned, grown)})
 
-    def active(self) -> int:
-        return sum(nnz(mask) for mask in self.masks.values())
+    def layer_counts(self, pruned: dict[str, int], grown: dict[str, int]) -> list[list[int]]:
+        """[pruned, grown, active, reused] per layer, in parameter order; reused = active weights
+        an earlier task owns."""
+        counts = []
+        for name, mask in self.masks.items():
+            frozen = self.frozen.get(name)
+            reused = nnz(mask & frozen) if frozen is not None else 0
+            counts.append([pruned[name], grown[name], nnz(mask), reused])
+        return counts
 
     def epoch_log(self, epoch: int, steps_per_epoch: int) -> dict[str, Any]:
         """Topology columns of an epoch's log row: updates, connections pruned and regrown, and the
         density of the mask at the epoch's end."""
         updates = [h for h in self.history if (h["step"] - 1) // steps_per_epoch == epoch]
         before = [h for h in self.history if h["step"] <= (epoch + 1) * steps_per_epoch]
-        active = before[-1]["active"] if before else self.initial_active
+        layers = before[-1]["layers"] if before else self.initial
         return {
             "dst_updates": len(updates),
-            "pruned": sum(h["pruned"] for h in updates),
-            "grown": sum(h["grown"] for h in updates),
+            "pruned": sum(c[0] for h in updates for c in h["layers"]),
+            "grown": sum(c[1] for h in updates for c in h["layers"]),
             "prune_rate": updates[-1]["prune_rate"] if updates else float("nan"),
-            "density": active / sum(p.numel() for p in self.params.values()),
+            "density": sum(c[2] for c in layers) / sum(self.params[name].numel() for name in self.masks),
         }
+
+    def topology(self, steps_per_epoch: int) -> list[dict[str, Any]]:
+        """The topology trace: one row per layer for the initial mask (update 0, step 0), then per
+        layer and update. `epoch` is the epoch an update happened in (-1: the initial mask)."""
+        rows = []
+        events = [{"step": 0, "prune_rate": float("nan"), "layers": self.initial}, *self.history]
+        for update, event in enumerate(events):
+            epoch = (event["step"] - 1) // steps_per_epoch if update else -1
+            for name, (pruned, grown, active, reused) in zip(self.masks, event["layers"]):
+                numel = self.params[name].numel()
+                rows.append(
+                    {"update": update, "step": event["step"], "epoch": epoch, "prune_rate": event["prune_rate"],
+                     "layer": name, "numel": numel, "pruned": pruned, "grown": grown, "active": active,
+                     "density": active / numel, "reused": reused}
+                )  # fmt: skip
+        return rows
 
     def describe(self) -> str:
         s = self.schedule

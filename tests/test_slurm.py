@@ -208,6 +208,31 @@ def slurm_run(cluster, workflow, local_run, tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def grouped_run(cluster, workflow, slurm_run, tmp_path_factory) -> Path:
+    """The same grid with `group_runs`: one SLURM job per run instead of one per stage."""
+    workdir = tmp_path_factory.mktemp("grouped")
+    log = workdir / "snakemake.log"
+    cmd = snakemake_cmd(
+        workflow, workdir,
+        "--workflow-profile", str(workflow / "workflow/profiles/slurm"),
+        "--slurm-init-seconds-before-status-checks", "5",
+        "--config", "gpus_per_job=1", "group_runs=true",
+    )  # fmt: skip
+    started = time.monotonic()
+    result = bounded(cmd, SLURM_LIMIT, log, cwd=workdir)
+    if result.returncode != 0:
+        cancel_jobs_in(workdir)
+    assert result.returncode == 0, f"grouped slurm run failed ({result.returncode}):\n{tail(log)}"
+    print(f"grouped slurm run: {time.monotonic() - started:.0f} s")
+    return workdir
+
+
+def submissions(workdir: Path) -> int:
+    """SLURM jobs the run submitted (first attempts and retries)."""
+    return len(re.findall(r"has been submitted with SLURM jobid", (workdir / "snakemake.log").read_text()))
+
+
 def cancel_jobs_in(workdir: Path) -> None:
     """scancel the jobs a failed or killed run left queued (those working in `workdir`)."""
     out = subprocess.run(
@@ -296,6 +321,18 @@ def test_a_job_killed_mid_run_leaves_no_partial_output_and_resumes(slurm_run):
     assert "resumed task 0 after epoch 1" in log, log
     assert not list((slurm_run / "results/runs").rglob("*.tmp")), "temporary files left in results/runs"
     # same model as without the kill: the tables equal the local run's (test above)
+
+
+def test_grouping_submits_one_job_per_run_with_the_same_tables(slurm_run, grouped_run):
+    # the data preparation, then 2 runs x 2 tasks: 4 training and 4 evaluation jobs and the two
+    # retries of the fault plan, or one job per run
+    ungrouped, grouped = submissions(slurm_run), submissions(grouped_run)
+    print(f"SLURM submissions for the test grid: {ungrouped} one job per stage, {grouped} grouped by run")
+    assert ungrouped == 1 + len(RUNS) * len(TASKS) * 2 + len(FAULTS)
+    assert grouped == 1 + len(RUNS)
+    assert (grouped_run / "results/tables/summary.csv").read_text() == (
+        slurm_run / "results/tables/summary.csv"
+    ).read_text()
 
 
 def test_a_rerun_has_nothing_to_do(slurm_run, workflow):

@@ -15,6 +15,8 @@ rule train_baseline:
         "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}.tsv"
     wildcard_constraints:
         experiment=method_experiments("finetune", "joint"),
+    group:
+        RUN_GROUP
     conda:
         "../../envs/sparsecl.yaml"
     threads: 1

@@ -82,7 +82,8 @@ def train_code(wildcards):
 def data_code(wildcards):
     """Preparing a dataset runs its module and the prepared-data format, not the download code."""
     return code_fingerprint(
-        fingerprints.registered_module("dataset", wildcards.dataset), "sparsecl.data.store"
+        fingerprints.registered_module("dataset", wildcards.dataset),
+        "sparsecl.data.store",
     )
 
 
@@ -104,6 +105,8 @@ def gpus_per_job():
 
 
 GPUS = gpus_per_job()
+# The group of a run's training and evaluation jobs on a cluster (`group_runs`), else none.
+RUN_GROUP = "run" if config["group_runs"] in (True, "true") else None
 
 
 def method_experiments(*methods):
@@ -242,13 +245,17 @@ def report_outputs():
     tables = [f"results/tables/summary.{ext}" for ext in ("md", "csv", "parquet")] + [
         f"results/tables/reproduction.{ext}" for ext in ("md", "csv")
     ]
-    plots = [
-        f"results/plots/{experiment}/{point}/accuracy_matrix.png"
-        for experiment, point in experiment_points()
-    ] + [
-        f"results/plots/{experiment}/accuracy_curve.png"
-        for experiment in sorted({e for e, _ in experiment_points()})
-    ] + [f"results/plots/ledger/{paper_slug(paper)}.png" for paper in curve_papers()]
+    plots = (
+        [
+            f"results/plots/{experiment}/{point}/accuracy_matrix.png"
+            for experiment, point in experiment_points()
+        ]
+        + [
+            f"results/plots/{experiment}/accuracy_curve.png"
+            for experiment in sorted({e for e, _ in experiment_points()})
+        ]
+        + [f"results/plots/ledger/{paper_slug(paper)}.png" for paper in curve_papers()]
+    )
     return tables + plots
 
 
@@ -321,7 +328,10 @@ def start_stage_server():
     starting and importing torch for each; SPARSECL_STAGE_SERVER=0 turns it off."""
     if not (workflow.is_main_process and workflow.local_exec) or GPUS:
         return
-    if os.environ.get("SPARSECL_STAGE_SERVER", "1") == "0" or "SPARSECL_SERVER" in os.environ:
+    if (
+        os.environ.get("SPARSECL_STAGE_SERVER", "1") == "0"
+        or "SPARSECL_SERVER" in os.environ
+    ):
         return
     import subprocess
     import tempfile

@@ -10,6 +10,8 @@ rule evaluate:
         "results/logs/evaluate/{experiment}/{point}/seed{seed}/task{task}.log",
     benchmark:
         "results/benchmarks/evaluate/{experiment}/{point}/seed{seed}/task{task}.tsv"
+    group:
+        RUN_GROUP
     conda:
         "../../envs/sparsecl.yaml"
     threads: 1

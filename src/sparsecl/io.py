@@ -31,13 +31,12 @@ WRITE_ERRORS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
+    errno.EISDIR: "a directory of that name is in the way",
 }
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
+def _temporary(path: Path) -> Path:
+    """An empty temporary file next to `path` (creating its directory); a failure names `path`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -46,7 +45,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         raise DataError(f"{path}: cannot write: {WRITE_ERRORS.get(err.errno, err.strerror)}") from None
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+def check_writable(*paths: str | os.PathLike) -> None:
+    """Fail before a long job, not after it, when one of its outputs cannot be written."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise DataError(f"{path}: cannot write: {WRITE_ERRORS[errno.EISDIR]}")
+        _temporary(Path(path)).unlink()
+
+
+@contextlib.contextmanager
+def all_or_none(*paths: str | os.PathLike) -> Iterator[None]:
+    """The outputs of one stage: if writing any of them fails, none of them is left behind."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            with contextlib.suppress(OSError):  # cleaning up must not hide why the write failed
+                Path(path).unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    tmp_path = _temporary(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

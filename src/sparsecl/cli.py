@@ -15,7 +15,8 @@ import typer
 from .data.cli import data_app
 from .errors import SparseclError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
+# Plain click errors (no rich panels): a usage error is the usage line and one `Error:` line, exit 2.
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, help=__doc__)
 app.add_typer(data_app, name="data")
 
 PathArg = Annotated[Path, typer.Option()]
@@ -164,6 +165,11 @@ def serve(
     serve_forever(socket_path, idle)
 
 
+def _one_line(message: str) -> str:
+    """The message as one line, even where it quotes a library's multi-line exception text."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def main() -> None:
     """Run the CLI: usage errors print click's usage and exit 2; a user error is one line and exit 1;
     anything else is one `internal error` line (the traceback goes first, into the job's log)."""
@@ -171,7 +177,7 @@ def main() -> None:
     try:
         app(prog_name="sparsecl")  # standalone: click answers usage errors itself (message, exit 2)
     except SparseclError as err:
-        print(f"sparsecl: error: {err}", file=sys.stderr)
+        print(f"sparsecl: error: {_one_line(str(err))}", file=sys.stderr)
         sys.exit(1)
     except OSError as err:  # the disk, permissions, a path that is a file: say which
         where = f"{err.filename}: " if err.filename else ""

@@ -88,6 +88,8 @@ class RunConfig:
 
 
 def _build(cls: type, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -98,21 +100,30 @@ def _build(cls: type, data: dict[str, Any], where: str):
     return cls(**data)
 
 
-_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_SIMPLE = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    tuple: "a list",
+    dict: "a mapping",
+}
 
 
 def _check_type(where: str, value: Any, hint: Any) -> None:
-    """Reject a value of the wrong simple type (int, float, bool, str, tuple/list of them) with one line."""
+    """Reject a value of the wrong simple type (int, float, bool, str, a list of them, a mapping) with one line."""
     options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
     if any(_fits(value, option) for option in options):
         return
-    wanted = " or ".join(_SIMPLE.get(o, "a list") if get_origin(o) is not tuple else "a list" for o in options)
+    wanted = " or ".join(_SIMPLE.get(get_origin(o) or o, "null" if o is type(None) else str(o)) for o in options)
     raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
 
 
 def _fits(value: Any, hint: Any) -> bool:
-    if hint is Any or hint is type(None) and value is None:
+    if hint is Any:
         return True
+    if hint is type(None):
+        return value is None
     if get_origin(hint) is tuple:
         items = get_args(hint)[:1] or (Any,)
         return isinstance(value, (list, tuple)) and all(_fits(v, items[0]) for v in value)
@@ -124,7 +135,9 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint in (str,):
         return isinstance(value, str)
-    return True  # nested dataclasses and dicts are built and checked on their own
+    if get_origin(hint) is dict:
+        return isinstance(value, dict)  # its entries are checked where they are used
+    return True  # nested dataclasses are built and checked on their own
 
 
 def method_args(cls: type, run: RunConfig):
@@ -174,4 +187,12 @@ def write_run_config(config_json: str, out: str | Path) -> None:
 
     from .io import write_text
 
-    write_text(out, dump_run_config(RunConfig.from_dict(json.loads(config_json))))
+    try:
+        data = json.loads(config_json)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"--json: expected the resolved run config as JSON ({err.msg} at column {err.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--json: expected the resolved run config as a JSON object, got {config_json!r}")
+    write_text(out, dump_run_config(RunConfig.from_dict(data)))

@@ -31,13 +31,12 @@ WRITE_ERRORS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
+    errno.EISDIR: "a directory of that name is in the way",
 }
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
+def _temporary(path: Path) -> Path:
+    """An empty temporary file next to `path` (creating its directory); a failure names `path`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -46,7 +45,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         raise DataError(f"{path}: cannot write: {WRITE_ERRORS.get(err.errno, err.strerror)}") from None
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+def check_writable(*paths: str | os.PathLike) -> None:
+    """Fail before a long job, not after it, when one of its outputs cannot be written."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise DataError(f"{path}: cannot write: {WRITE_ERRORS[errno.EISDIR]}")
+        _temporary(Path(path)).unlink()
+
+
+@contextlib.contextmanager
+def all_or_none(*paths: str | os.PathLike) -> Iterator[None]:
+    """The outputs of one stage: if writing any of them fails, none of them is left behind."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            with contextlib.suppress(OSError):  # cleaning up must not hide why the write failed
+                Path(path).unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    tmp_path = _temporary(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -176,8 +202,22 @@ def provenance(config: Any = None, seed: int | None = None, device: Any = None, 
     return record
 
 
-# Provenance fields that differ between two runs of the same config and seed on the same machine.
-TIMING_FIELDS = ("created_utc", "wall_time_s", "scheduler")
+# Provenance fields that differ between two runs of the same config and seed on the same machine:
+# when and where (scheduler job), how long, and the per-row timings a stage measured (e.g. each
+# epoch's throughput), which stages keep here rather than in their tables.
+TIMING_COLUMNS = ("images_per_s", "seconds")
+TIMING_FIELDS = ("created_utc", "wall_time_s", "scheduler", *TIMING_COLUMNS)
+
+
+def split_timing(rows: list[dict]) -> tuple[list[dict], dict[str, list]]:
+    """Rows without their timing columns, and those columns as lists (for the provenance)."""
+    timing: dict[str, list] = {}
+    for row in rows:
+        for key in TIMING_COLUMNS:
+            if key in row:
+                timing.setdefault(key, []).append(row[key])
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows], timing
+
 
 # Where a job ran, when a cluster scheduler started it (SLURM job id and the GPUs it was allocated).
 SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")

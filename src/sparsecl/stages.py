@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,17 @@ from .data import get_dataset, load_meta, load_split
 from .engine import DeviceData, seed_everything
 from .engine.device import prepare_model
 from .errors import DataError
-from .io import TIMING_FIELDS, load_torch, provenance, remove_stale_temporaries, save_torch, write_parquet
+from .io import (
+    TIMING_FIELDS,
+    all_or_none,
+    check_writable,
+    load_torch,
+    provenance,
+    remove_stale_temporaries,
+    save_torch,
+    split_timing,
+    write_parquet,
+)
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
@@ -68,6 +79,24 @@ def file_provenance(run: RunConfig, scenario: Scenario, task: int, stage: str) -
     return {**prov, "run_id": run.run_id, "task": task, "stage": stage, "architecture": architecture(run, scenario)}
 
 
+def load_run_scenario(path: Path, run: RunConfig, task: int) -> Scenario:
+    """The scenario file of this run (its dataset and split), holding `task`; else a one-line error."""
+    try:
+        scenario = load_scenario(path)
+    except (KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a scenario file written by sparsecl ({type(err).__name__}: {err})") from None
+    except zipfile.BadZipFile as err:
+        raise DataError(f"{Path(path).with_suffix('.npz')}: not a readable scenario index file ({err})") from None
+    if (scenario.dataset, scenario.spec.id) != (run.dataset, run.scenario_id):
+        raise DataError(
+            f"{path}: scenario {scenario.spec.id!r} of {scenario.dataset}, this run uses {run.scenario_id!r}"
+            f" of {run.dataset}"
+        )
+    if not 0 <= task < len(scenario.tasks):
+        raise DataError(f"{path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
+    return scenario
+
+
 def load_stage_file(path: Path, run: RunConfig, scenario: Scenario, device, tasks: tuple[int, ...], what: str) -> dict:
     """A model or masks file of this run, of one of `tasks`, for this network; else a one-line error."""
     saved = load_torch(path, map_location=device)
@@ -116,9 +145,7 @@ def train(
 ) -> None:
     started = time.time()
     run = load_run_config(run_config)
-    scenario = load_scenario(scenario_path)
-    if not 0 <= task < len(scenario.tasks):
-        raise DataError(f"{scenario_path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
+    scenario = load_run_scenario(scenario_path, run, task)
     log_to_stdout(f"== {run.run_id} task {task} stage {stage}: {time.strftime('%Y-%m-%d %H:%M:%S')}")
     remove_stale_temporaries(resume_path)  # an atomic resume save killed half-way
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
@@ -135,6 +162,7 @@ def train(
         prev_extra = saved.get("extra", {})
     if prev_masks is not None:
         masks = load_stage_file(prev_masks, run, scenario, device, earlier, "masks")
+    check_writable(out_model, out_masks, out_log, resume_path)
     generator = seed_everything(task_generator_seed(run, task), device)
     ctx = TaskContext(
         run=run,
@@ -155,12 +183,16 @@ def train(
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
     stored = file_provenance(run, scenario, task, stage)
-    save_torch(out_masks, {**_to_cpu(result.masks), "provenance": stored})
-    for name, table in result.tables.items():
-        write_parquet(Path(out_model).parent / f"{name}.parquet", table, prov)
-    write_parquet(out_log, result.log_rows, prov)
-    state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
-    save_torch(out_model, state)
+    log_rows, timing = split_timing(result.log_rows)
+    prov.update(timing)
+    tables = {Path(out_model).parent / f"{name}.parquet": table for name, table in result.tables.items()}
+    with all_or_none(out_masks, out_log, out_model, *tables):
+        save_torch(out_masks, {**_to_cpu(result.masks), "provenance": stored})
+        for path, table in tables.items():
+            write_parquet(path, table, prov)
+        write_parquet(out_log, log_rows, prov)
+        state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
+        save_torch(out_model, state)
     Path(resume_path).unlink(missing_ok=True)
 
 
@@ -178,9 +210,7 @@ def evaluate(
 ) -> None:
     started = time.time()
     run = load_run_config(run_config)
-    scenario = load_scenario(scenario_path)
-    if not 0 <= task < len(scenario.tasks):
-        raise DataError(f"{scenario_path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
+    scenario = load_run_scenario(scenario_path, run, task)
     if len(masks_paths) != task + 1:
         raise DataError(
             f"evaluate task {task}: expected {task + 1} masks files (tasks 0..{task}), got {len(masks_paths)}"

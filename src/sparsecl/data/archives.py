@@ -55,6 +55,11 @@ def load_pickle(fh: Any, where: str) -> Any:
     return obj
 
 
+def refetch_hint(path: str | Path) -> str:
+    """How to replace a bad raw file: the download rule writes raw files read-only."""
+    return f"remove it (chmod u+w {path} && rm {path}) and rerun to fetch it again"
+
+
 @contextlib.contextmanager
 def archive_errors(path: str | Path) -> Iterator[None]:
     """Turn the many exceptions of a truncated or corrupt archive into one DataError line."""
@@ -64,9 +69,7 @@ def archive_errors(path: str | Path) -> Iterator[None]:
         raise
     except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
         detail = str(err) or type(err).__name__
-        raise DataError(
-            f"{path}: corrupt or truncated archive ({detail}); delete it and rerun to fetch it again"
-        ) from None
+        raise DataError(f"{path}: corrupt or truncated archive ({detail}); {refetch_hint(path)}") from None
 
 
 def tar_members(path: str | Path, names: list[str]) -> dict[str, bytes]:

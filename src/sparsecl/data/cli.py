@@ -8,9 +8,22 @@ from typing import Annotated
 
 import typer
 
-data_app = typer.Typer(no_args_is_help=True, help="Download, prepare and split datasets.")
+data_app = typer.Typer(rich_markup_mode=None, help="Download, prepare and split datasets.")
 PathArg = Annotated[Path, typer.Option()]
 MANUAL_DIR = Path("resources/manual")
+
+
+def _json_mapping(option: str, text: str, what: str) -> dict:
+    """A JSON object given on the command line; anything else is a one-line ConfigError."""
+    from ..errors import ConfigError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{option}: expected {what} as JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option}: expected {what} as a JSON object, got {text!r}")
+    return value
 
 
 @data_app.command("download")
@@ -25,7 +38,9 @@ def data_download(
     """Fetch one raw file of SOURCE (a dataset or `tiny_images`), verify its checksum, resume partial downloads."""
     from .sources import fetch_raw
 
-    fetch_raw(source, file, out, json.loads(sources), manual_dir, retries=retries)
+    fetch_raw(
+        source, file, out, _json_mapping("--sources", sources, "the data.sources mapping"), manual_dir, retries=retries
+    )
 
 
 @data_app.command("manual")
@@ -67,6 +82,13 @@ def data_scenario(
     dataset: str, data_dir: PathArg, spec: Annotated[str, typer.Option(help="scenario spec as JSON")], out: PathArg
 ) -> None:
     """Write the task split (class order, holdout, chunks, exemplars) of DATASET."""
-    from ..scenarios import make_scenario
+    from dataclasses import fields
 
+    from ..errors import ConfigError
+    from ..scenarios import ScenarioSpec, make_scenario
+
+    known = sorted(f.name for f in fields(ScenarioSpec))
+    unknown = sorted(set(_json_mapping("--spec", spec, "a scenario spec")) - set(known))
+    if unknown:
+        raise ConfigError(f"--spec: unknown key {unknown[0]!r}; expected some of: {', '.join(known)}")
     make_scenario(dataset, data_dir, spec, out)

@@ -65,14 +65,24 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def verify_and_commit(part: Path, dest: Path, checksum: Checksum | None, origin: str) -> dict[str, str]:
-    """Check `part` against `checksum`, then rename it onto `dest`; a mismatch deletes `part`."""
+class ChecksumMismatch(DataError):
+    """A fetched file is not the expected one; `found` is its digest (what would accept it)."""
+
+    def __init__(self, message: str, found: Checksum) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+def verify_and_commit(part: Path, dest: Path, checksum: Checksum | None, origin: str, copy: str) -> dict[str, str]:
+    """Check `part` against `checksum`, then rename it onto `dest`; a mismatch deletes `part`
+    (`copy` says what `part` is, for the message)."""
     digests = file_digests(part)
     if checksum is not None and digests[checksum.algorithm] != checksum.hexdigest:
         part.unlink()
-        raise DataError(
-            f"{dest.name}: checksum mismatch: expected {checksum}, got {checksum.algorithm} "
-            f"{digests[checksum.algorithm]} (from {origin}; the bad file was deleted)"
+        found = Checksum(checksum.algorithm, digests[checksum.algorithm])
+        raise ChecksumMismatch(
+            f"{dest.name}: checksum mismatch: expected {checksum}, got {found} (from {origin}); deleted {copy}",
+            found,
         )
     os.replace(part, dest)
     return digests
@@ -94,7 +104,7 @@ def copy_local(
     except OSError:
         shutil.copyfile(src, part)
         log(f"{dest.name}: copied {src}")
-    return verify_and_commit(part, dest, checksum, origin=str(src))
+    return verify_and_commit(part, dest, checksum, origin=str(src), copy=f"the copy {part} (your {src} is untouched)")
 
 
 def download(
@@ -126,7 +136,7 @@ def download(
             time.sleep(wait)
         try:
             if _transfer(url, part, log, timeout, size_hint):
-                return verify_and_commit(part, dest, checksum, origin=url)
+                return verify_and_commit(part, dest, checksum, origin=url, copy=f"the downloaded copy {part}")
             problem = "the server sent fewer bytes than announced"
         except urllib.error.HTTPError as err:
             if err.code not in RETRY_STATUS:

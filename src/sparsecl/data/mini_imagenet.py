@@ -74,7 +74,11 @@ def prepare_mini_imagenet(size: int, raw_dir: Path, out_dir: Path, seed: int) ->
         members: dict[str, list[str]] = {"train": [], "test": []}
         labels: dict[str, list[int]] = {"train": [], "test": []}
         for label, (class_name, images) in enumerate(by_class.items()):
-            for which, part in zip(("train", "test"), split_class(images, class_name, seed), strict=True):
+            try:
+                parts = split_class(images, class_name, seed)
+            except DataError as err:
+                raise DataError(f"{archive}: {err}") from None
+            for which, part in zip(("train", "test"), parts, strict=True):
                 members[which] += part
                 labels[which] += [label] * len(part)
         to_array = partial(_resize, size)

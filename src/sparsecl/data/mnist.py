@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .archives import archive_errors, require_files, source_record
+from .archives import archive_errors, refetch_hint, require_files, source_record
 from .registry import DATASETS, DatasetSpec, RemoteFile
 from .store import PreparedSplit, write_prepared
 
@@ -65,14 +65,16 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         data = fh.read()
     header_ints = 4 if magic == IMAGES_MAGIC else 2
     if len(data) < 4 * header_ints:
-        raise DataError(f"{path}: truncated idx header")
+        raise DataError(f"{path}: truncated idx header; {refetch_hint(path)}")
     header = np.frombuffer(data, dtype=">u4", count=header_ints)
     if int(header[0]) != magic:
-        raise DataError(f"{path}: expected idx magic number {magic}, got {int(header[0])}")
+        raise DataError(f"{path}: expected idx magic number {magic}, got {int(header[0])}; {refetch_hint(path)}")
     shape = tuple(int(v) for v in header[1:])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 * header_ints)
     if body.size != int(np.prod(shape)):
-        raise DataError(f"{path}: expected {int(np.prod(shape))} values for shape {list(shape)}, got {body.size}")
+        raise DataError(
+            f"{path}: expected {int(np.prod(shape))} values for shape {list(shape)}, got {body.size}; {refetch_hint(path)}"
+        )
     return body.reshape(shape)
 
 

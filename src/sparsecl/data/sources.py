@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .download import Checksum, Log, copy_local, download
+from .download import Checksum, ChecksumMismatch, Log, copy_local, download
 from .registry import DATASETS, ManualFile, RemoteFile, get_dataset
 
 RAW_ROOT = "resources/raw"
@@ -137,22 +137,32 @@ def fetch_raw(
     if filename not in files:
         raise DataError(f"{source}: no raw file {filename!r}; expected one of: {', '.join(files)}")
     file = files[filename]
+    check_overrides(overrides or {})  # as the workflow does: a typo in any source is an error
     override = SourceOverride.from_config(source, (overrides or {}).get(source))
     checksum = expected_checksum(file, override)
     several = len(files) > 1
-    if override.path:
-        local = Path(override.path) / filename if several else Path(override.path)
-        digests = copy_local(local, out, checksum, log)
-    elif override.url:
-        url = f"{override.url.rstrip('/')}/{filename}" if several else override.url
-        digests = download(url, out, checksum, log=log, **http)
-    elif isinstance(file, RemoteFile):
-        digests = download(file.url, out, checksum, log=log, size_hint=file.size, **http)
-    else:
-        manual = Path(manual_dir).absolute() / file.filename
-        if not manual.is_file():
-            raise DataError(manual_missing_message(source, file, manual))
-        digests = copy_local(manual, out, checksum, log)
+    try:
+        if override.path:
+            local = Path(override.path) / filename if several else Path(override.path)
+            if not local.is_file():
+                holding = f"a directory holding {filename}" if several else f"your copy of {filename}"
+                raise DataError(f"data.sources.{source}.path: {local} not found; expected {holding}")
+            digests = copy_local(local, out, checksum, log)
+        elif override.url:
+            url = f"{override.url.rstrip('/')}/{filename}" if several else override.url
+            digests = download(url, out, checksum, log=log, **http)
+        elif isinstance(file, RemoteFile):
+            digests = download(file.url, out, checksum, log=log, size_hint=file.size, **http)
+        else:
+            manual = Path(manual_dir).absolute() / file.filename
+            if not manual.is_file():
+                raise DataError(manual_missing_message(source, file, manual))
+            digests = copy_local(manual, out, checksum, log)
+    except ChecksumMismatch as err:
+        raise DataError(
+            f"{err}; if that file is a re-packed copy you trust, accept it with"
+            f" data.sources.{source}.checksums: {{{filename}: '{err.found.algorithm}:{err.found.hexdigest}'}}"
+        ) from None
     log(
         f"{filename}: verified ({checksum or 'no published checksum'}); md5 {digests['md5']} sha256 {digests['sha256']}"
     )

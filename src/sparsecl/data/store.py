@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io import provenance, read_json, sha256_file, write_json, write_npy
+from ..io import all_or_none, provenance, read_json, sha256_file, write_json, write_npy
 
 SPLITS = ("train", "test")
 
@@ -48,29 +48,34 @@ def write_prepared(
         mean = tuple(float(v) for v in pixels.mean(0))
         std = tuple(float(v) for v in pixels.std(0))
     arrays = {}
-    for name, split in (("train", train), ("test", test)):
-        for kind, array in (("images", np.ascontiguousarray(split.images, dtype=np.uint8)), ("labels", split.labels)):
-            path = out_dir / name / f"{kind}.npy"
-            write_npy(path, array.astype(np.int64) if kind == "labels" else array)
-            arrays[f"{name}/{kind}.npy"] = {
-                "shape": list(array.shape),
-                "dtype": "uint8" if kind == "images" else "int64",
-                "sha256": sha256_file(path),
-            }
-    meta = {
-        "class_names": list(class_names),
-        "num_classes": len(class_names),
-        "image_shape": list(train.images.shape[1:]),
-        "num_train": int(len(train.labels)),
-        "num_test": int(len(test.labels)),
-        "mean": list(mean),
-        "std": list(std),
-        "sources": sources or {},
-        "arrays": arrays,
-        **(extra or {}),
-        "provenance": provenance(),
-    }
-    write_json(out_dir / "meta.json", meta)
+    outputs = [out_dir / name / f"{kind}.npy" for name in SPLITS for kind in ("images", "labels")]
+    with all_or_none(*outputs, out_dir / "meta.json"):  # a failed write leaves no half-prepared dataset
+        for name, split in (("train", train), ("test", test)):
+            for kind, array in (
+                ("images", np.ascontiguousarray(split.images, dtype=np.uint8)),
+                ("labels", split.labels),
+            ):
+                path = out_dir / name / f"{kind}.npy"
+                write_npy(path, array.astype(np.int64) if kind == "labels" else array)
+                arrays[f"{name}/{kind}.npy"] = {
+                    "shape": list(array.shape),
+                    "dtype": "uint8" if kind == "images" else "int64",
+                    "sha256": sha256_file(path),
+                }
+        meta = {
+            "class_names": list(class_names),
+            "num_classes": len(class_names),
+            "image_shape": list(train.images.shape[1:]),
+            "num_train": int(len(train.labels)),
+            "num_test": int(len(test.labels)),
+            "mean": list(mean),
+            "std": list(std),
+            "sources": sources or {},
+            "arrays": arrays,
+            **(extra or {}),
+            "provenance": provenance(),
+        }
+        write_json(out_dir / "meta.json", meta)
 
 
 def _check_split(name: str, split: PreparedSplit, class_names: list[str]) -> None:
@@ -92,8 +97,19 @@ def _check_labels(where: str, labels: np.ndarray, count: int, num_classes: int) 
         raise DataError(f"{where}: expected ids in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
 
 
+# What every stage reads from meta.json (a file without them was not written by the prepare rule).
+META_KEYS = ("num_classes", "image_shape", "mean", "std")
+
+
 def load_meta(data_dir: str | Path) -> dict:
-    return read_json(Path(data_dir) / "meta.json")
+    path = Path(data_dir) / "meta.json"
+    meta = read_json(path)
+    missing = [key for key in META_KEYS if key not in meta] if isinstance(meta, dict) else list(META_KEYS)
+    if missing:
+        raise DataError(
+            f"{path}: expected the meta.json of a prepared dataset (no {missing[0]!r}); rerun the prepare rule"
+        )
+    return meta
 
 
 def load_split(data_dir: str | Path, split: str, mmap: bool = True, meta: dict | None = None) -> PreparedSplit:
@@ -127,7 +143,10 @@ def load_split(data_dir: str | Path, split: str, mmap: bool = True, meta: dict |
                 f"{path}: content changed since it was prepared (sha256 mismatch); delete {data_dir} and rerun"
             )
     images, labels = arrays["images"], arrays["labels"]
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise DataError(f"{root / 'images.npy'}: expected uint8 images [N,H,W,C], got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim != 4 or list(images.shape[1:]) != list(meta["image_shape"]):
+        raise DataError(
+            f"{root / 'images.npy'}: expected uint8 images [N, {', '.join(map(str, meta['image_shape']))}]"
+            f" (meta.json's image_shape), got {images.dtype} {list(images.shape)}"
+        )
     _check_labels(str(root / "labels.npy"), labels, len(images), int(meta["num_classes"]))
     return PreparedSplit(images=images, labels=labels.astype(np.int64))

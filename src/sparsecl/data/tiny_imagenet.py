@@ -45,6 +45,12 @@ def prepare_tiny_imagenet(raw_dir: Path, out_dir: Path, seed: int) -> None:
         missing = sorted({root + "val/images/" + f for f, _ in val} - set(names))
         if missing:
             raise DataError(f"{archive}: val_annotations.txt lists {missing[0]}, which the zip lacks")
+        in_train, in_val = {label for label, _ in train}, {label for _, label in val}
+        for label, wnid in enumerate(wnids):  # a class without images would make an empty task
+            if label not in in_train:
+                raise DataError(f"{archive}: class {wnid} of wnids.txt has no images in {root}train/{wnid}/images/")
+            if label not in in_val:
+                raise DataError(f"{archive}: class {wnid} of wnids.txt has no images in val/val_annotations.txt")
 
         def split(members: list[str], labels: list[int]) -> PreparedSplit:
             images = decode_zip_images(zf, archive, members, (SIZE, SIZE, 3), _as_array)
@@ -86,9 +92,13 @@ def _val_annotations(lines: list[str], label_of: dict[str, int], archive: Path) 
         fields = line.split("\t")
         if not line.strip():
             continue
-        if len(fields) < 2 or fields[1] not in label_of:
+        if len(fields) < 2:
             raise DataError(
-                f"{archive}: val_annotations.txt line {number}: expected '<file>\\t<wnid>...' with a wnid of wnids.txt"
+                f"{archive}: val_annotations.txt line {number}: expected '<file>\\t<wnid>...', got {line!r}"
+            )
+        if fields[1] not in label_of:
+            raise DataError(
+                f"{archive}: val_annotations.txt line {number}: wnid {fields[1]!r} (of {fields[0]}) is not in wnids.txt"
             )
         out[fields[0]] = label_of[fields[1]]
     return out

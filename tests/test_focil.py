@@ -23,7 +23,7 @@ from sparsecl.config import RunConfig, TrainConfig, load_run_config
 from sparsecl.data import load_meta, load_split
 from sparsecl.engine import DeviceData, train_epoch
 from sparsecl.errors import ConfigError
-from sparsecl.io import load_torch
+from sparsecl.io import load_torch, sha256_file
 from sparsecl.methods import EvalContext, focil, get_method
 from sparsecl.methods.focil import FocilArgs
 from sparsecl.methods.focil_experts import expert_outputs
@@ -392,3 +392,34 @@ def test_the_workflow_reports_accuracy_forgetting_and_expert_selection(tmp_path)
         assert np.isfinite(summary.loc["cil", column])
     assert summary.loc["til", "forgetting_mean"] == 0  # standard protocol: experts never change
     assert "labelfree_expert_acc" in (tmp_path / "results/tables/summary.md").read_text()
+
+
+class Killed(Exception):
+    """Stands for the job being killed between two trials."""
+
+
+def test_a_search_killed_between_trials_resumes_at_the_next_trial_with_the_same_expert(tmp_path, monkeypatch):
+    uninterrupted = train_run(tmp_path / "whole", 1).out
+    config, data_dir, scenario = make_run(
+        tmp_path / "killed", "focil", num_tasks=1, train=ONLINE, backbone_args={"hidden": [64, 32]}, method_args=SEARCH
+    )
+    out = tmp_path / "killed" / "out"
+    save = focil.TaskTrainer.save_progress
+    calls = []
+
+    def save_then_die(self):
+        save(self)
+        calls.append(len(self.finished))
+        if len(self.finished) == 3:
+            raise Killed
+
+    monkeypatch.setattr(focil.TaskTrainer, "save_progress", save_then_die)
+    with pytest.raises(Killed):
+        train_task(config, data_dir, scenario, 0, out)
+    assert (out / "resume" / "task0.pt").exists() and not (out / "task0" / "model.pt").exists()
+    calls.clear()
+    train_task(config, data_dir, scenario, 0, out)  # the rerun
+    assert calls[0] == 4  # it went on with the fourth trial
+    pd.testing.assert_frame_equal(trials(out, 0), trials(uninterrupted, 0))
+    for name in ("model.pt", "masks.pt"):
+        assert sha256_file(out / "task0" / name) == sha256_file(uninterrupted / "task0" / name)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,8 @@ import torch
 from ..config import RunConfig, method_args
 from ..engine import make_optimizer, make_scheduler, train_epoch
 from ..engine.loop import LossFn, sliced_cross_entropy
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from ..io import load_torch, save_torch
 from ..models import create_backbone
 from ..sparse import (
     MaskFile,
@@ -101,8 +102,13 @@ class TrialOutcome:
     accuracy: float  # running training accuracy (%) when the pass ended or was pruned
     batches: int
     pruned: bool
+    reports: list[tuple[int, float]] = field(default_factory=list)  # (batch, running accuracy) told the pruner
     state: dict[str, torch.Tensor] | None = None  # trained weights and mask, kept for the best trial only
     mask: dict[str, torch.Tensor] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What the resume file keeps of a finished trial (weights and mask: the best trial only)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class Pruned(Exception):
@@ -114,7 +120,12 @@ def stream_seed(run: RunConfig, task: int, purpose: int, trial: int = 0) -> int:
 
 
 class TaskTrainer:
-    """Trains the trials of one task from the shared network, logs them, keeps the best completed one."""
+    """Trains the trials of one task from the shared network, logs them, keeps the best completed one.
+
+    After every trial the finished trials (and the best one's weights and mask) go to the task's
+    resume file: a job killed mid-search resumes at the next trial, and the search, replayed from
+    the recorded trials, continues exactly as if it had not stopped.
+    """
 
     def __init__(self, ctx: TaskContext, args: FocilArgs) -> None:
         self.ctx, self.args = ctx, args
@@ -125,6 +136,22 @@ class TaskTrainer:
         self.loss_fn = sliced_cross_entropy(labels[0], labels[-1] + 1)
         self.best: TrialOutcome | None = None
         self.rows: list[dict[str, Any]] = []
+        self.finished: list[TrialOutcome] = []
+        if ctx.resume_path.exists():
+            saved = load_torch(ctx.resume_path, map_location=ctx.device)
+            self.rows, self.finished = saved["rows"], [TrialOutcome(**t) for t in saved["trials"]]
+            self.best = TrialOutcome(**saved["best"]) if saved["best"] is not None else None
+            ctx.log(f"resumed task {ctx.task} after {len(self.finished)} trials from {ctx.resume_path}")
+
+    def save_progress(self) -> None:
+        save_torch(
+            self.ctx.resume_path,
+            {
+                "rows": self.rows,
+                "trials": [replace(t, state=None, mask=None).record() for t in self.finished],
+                "best": self.best.record() if self.best is not None else None,
+            },
+        )
 
     def draw_mask(self, density: float, seed: int) -> dict[str, torch.Tensor]:
         """ERK Bernoulli mask drawn on the CPU, so the same seed gives the same mask on any device."""
@@ -186,7 +213,9 @@ class TaskTrainer:
             )
         except Pruned:
             pruned = True
-        o = TrialOutcome(number, lr, density, lr_effective, monitor.accuracy(), monitor.batches, pruned)
+        o = TrialOutcome(
+            number, lr, density, lr_effective, monitor.accuracy(), monitor.batches, pruned, monitor.reports
+        )
         if not pruned and (self.best is None or o.accuracy > self.best.accuracy):
             o.state, o.mask = copy.deepcopy(ctx.model.state_dict()), mask
             self.best = o
@@ -198,6 +227,8 @@ class TaskTrainer:
             f"task {ctx.task} trial {number}: lr {lr:g} (effective {lr_effective:.3g}) density {density:g}:"
             f" {ended}, running acc {o.accuracy:.2f}% ({seconds:.1f}s)"
         )
+        self.finished.append(o)
+        self.save_progress()
         return o
 
 
@@ -213,6 +244,7 @@ class RunningAccuracy:
         self.batches = 0
         self.correct: torch.Tensor | int = 0
         self.seen = 0
+        self.reports: list[tuple[int, float]] = []
 
     def wrap(self, loss_fn: LossFn) -> LossFn:
         def counted(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,8 +261,10 @@ class RunningAccuracy:
     def after_step(self) -> None:
         step = self.batches
         self.batches += 1
-        if step % self.every == 0 and self.should_stop(step, self.accuracy()):
-            raise Pruned
+        if step % self.every == 0:
+            self.reports.append((step, self.accuracy()))
+            if self.should_stop(step, self.reports[-1][1]):
+                raise Pruned
 
 
 def adaptive_search(trainer: TaskTrainer, args: FocilArgs) -> None:
@@ -258,7 +292,18 @@ def adaptive_search(trainer: TaskTrainer, args: FocilArgs) -> None:
             raise optuna.TrialPruned()
         return outcome.accuracy
 
-    study.optimize(objective, n_trials=args.trials)
+    for done in trainer.finished:  # a resumed job: tell the study what the finished trials did
+        trial = study.ask()
+        drawn = (trial.suggest_categorical("lr", args.lr_grid), trial.suggest_categorical("density", args.density_grid))
+        if drawn != (done.lr, done.density):
+            raise DataError(f"{ctx.resume_path}: the search drew other settings than the recorded trials; delete it")
+        for step, accuracy in done.reports:
+            trial.report(accuracy, step)
+        if done.pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, done.accuracy)
+    study.optimize(objective, n_trials=args.trials - len(trainer.finished))
 
 
 @torch.no_grad()
@@ -279,7 +324,7 @@ class Focil(Method):
     def train_task(self, ctx: TaskContext) -> TaskResult:
         args = FocilArgs.of(ctx.run)
         trainer = TaskTrainer(ctx, args)
-        if args.search == "fixed":
+        if args.search == "fixed" and not trainer.finished:
             trainer.run(0, args.lr, args.density, lambda step, accuracy: False)
         else:
             adaptive_search(trainer, args)

@@ -18,11 +18,10 @@ import argparse
 import os
 import platform
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from harness import fastest_seconds
 
 from sparsecl.engine import select_device
 from sparsecl.io import device_name
@@ -37,20 +36,6 @@ NETWORKS = {
 }
 GROWTHS = (("random", True), ("random", False), ("unfired", True), ("gradient", True), ("momentum", True))
 SECTION = "## DST overhead per step"
-
-
-def fastest_seconds(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """The fastest of `repeats` runs: on a shared machine the least disturbed one is the best estimate."""
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(name: str, device: torch.device, density: float) -> list[str]:
@@ -84,19 +69,25 @@ def measure(name: str, device: torch.device, density: float) -> list[str]:
         f"| | isolation + mask apply | {1e3 * masking:.2f} ms | {100 * masking / step:.1f}% | every step |",
     ]
     for growth, exact in GROWTHS:
-        total = 1000  # a long task: the prune fraction stays near 0.5 for the timed updates
-        trainer.schedule = DSTSchedule(growth=growth, update_frequency=1, total_steps=total, exact=exact)
-        saved = {n: m.clone() for n, m in trainer.masks.items()}
-        weights = {n: p.detach().clone() for n, p in params.items()}
-        update = fastest_seconds(trainer.update, repeats, device)
-        trainer.masks, trainer.fired = saved, {n: m.clone() for n, m in saved.items()}
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(weights[n])
+        update = update_seconds(trainer, growth, exact, repeats, device)
         label = f"DST update, {growth}" + ("" if exact else " (in expectation)")
         amortised = ", ".join(f"{100 * update / (f * step):.2f}% at f={f}" for f in (100, 400))
         rows.append(f"| | {label} | {1e3 * update:.1f} ms | {100 * update / step:.0f}% | {amortised} |")
     return rows
+
+
+def update_seconds(trainer: SparseTrainer, growth: str, exact: bool, repeats: int, device: torch.device) -> float:
+    """The fastest of `repeats` topology updates of every tensor, early in a long task (prune
+    fraction near 0.5); the trainer's masks and weights are restored afterwards."""
+    trainer.schedule = DSTSchedule(growth=growth, update_frequency=1, total_steps=1000, exact=exact)
+    saved = {n: m.clone() for n, m in trainer.masks.items()}
+    weights = {n: p.detach().clone() for n, p in trainer.params.items()}
+    update = fastest_seconds(trainer.update, repeats, device)
+    trainer.masks, trainer.fired = saved, {n: m.clone() for n, m in saved.items()}
+    with torch.no_grad():
+        for n, p in trainer.params.items():
+            p.copy_(weights[n])
+    return update
 
 
 def section(device: torch.device, density: float, threads: int) -> str:

@@ -68,11 +68,20 @@ class DeviceData:
     def batch(
         self, idx: torch.Tensor, generator: torch.Generator | None = None, augment: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float images `idx` (augmented with `generator`), in the stored memory layout."""
         x = self.images[idx]
         if augment and generator is not None:
             x = self._augment(x, generator)
+        x = x.contiguous(memory_format=self.memory_format)
         x = (x.float() / 255.0 - self.mean) / self.std
         return x, self.labels[idx]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """channels_last when the images are stored so (on CUDA), else the default layout."""
+        images = self.images
+        channels_last = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
+        return torch.channels_last if channels_last else torch.contiguous_format
 
     def batches(
         self,
@@ -89,18 +98,29 @@ class DeviceData:
             yield self.batch(idx[start : start + batch_size], generator, augment)
 
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, _, h, w = x.shape
-        if self.crop_padding:
-            p = self.crop_padding
-            padded = torch.nn.functional.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
-            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-            batch = torch.arange(n, device=x.device)[:, None, None, None]
-            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-            x = padded[batch, chans, rows, cols]
+        """Random crop of the zero-padded image and horizontal flip as one gather (the flip reverses
+        the crop's column index), written in the stored layout: a few small kernels per batch."""
+        n, c, h, w = x.shape
+        p = self.crop_padding
+        if not p:
+            if not self.hflip:
+                return x
+            flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+            return torch.where(flip[:, None, None, None], x.flip(3), x)
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+        rows = dy[:, None] + torch.arange(h, device=x.device)
+        cols = dx[:, None] + torch.arange(w, device=x.device)
         if self.hflip:
             flip = torch.rand(n, generator=generator, device=x.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x
+            cols = torch.where(flip[:, None], cols.flip(1), cols)
+        batch = torch.arange(n, device=x.device)
+        chans = torch.arange(c, device=x.device)
+        if self.memory_format == torch.channels_last:  # gather as [N, H, W, C], viewed as NCHW
+            return padded[batch[:, None, None, None], chans, rows[:, :, None, None], cols[:, None, :, None]].permute(
+                0, 3, 1, 2
+            )
+        return padded[
+            batch[:, None, None, None], chans[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]
+        ]

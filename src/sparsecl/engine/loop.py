@@ -98,11 +98,12 @@ def train_epoch(
         total_loss += loss.detach() * len(y)
         total_correct += correct
         seen += len(y)
-    seconds = time.perf_counter() - started
+    summed_loss, correct = float(total_loss), float(total_correct)  # the loop's only host-device sync
+    seconds = time.perf_counter() - started  # after the sync, so that the device's work is counted
     return EpochStats(
         epoch=epoch,
-        loss=float(total_loss) / max(seen, 1),
-        accuracy=100.0 * float(total_correct) / max(seen, 1),
+        loss=summed_loss / max(seen, 1),
+        accuracy=100.0 * correct / max(seen, 1),
         images=seen,
         seconds=seconds,
     )

@@ -63,21 +63,62 @@ def layer_densities(init: str, shapes: dict[str, tuple[int, ...]], density: floa
 def random_masks(
     params: dict[str, torch.Tensor], densities: dict[str, float], generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Independent Bernoulli(p_l) draws per weight, from the given generator (reproducible)."""
-    return {
-        name: torch.rand(p.shape, generator=generator, device=p.device) < densities[name] for name, p in params.items()
-    }
+    """Independent Bernoulli(p_l) draws per weight, reproducible from the generator's seed.
+
+    The uniforms always come from a CPU generator (see `cpu_generator`) and the masks are then
+    moved to each weight's device: CPU and CUDA generators give different streams for one seed,
+    and drawing on the CPU makes a run's masks the same on either device.
+    """
+    source = cpu_generator(generator)
+    return {name: (torch.rand(p.shape, generator=source) < densities[name]).to(p.device) for name, p in params.items()}
+
+
+def cpu_generator(generator: torch.Generator) -> torch.Generator:
+    """The CPU generator whose draws stand for `generator`'s.
+
+    A CPU generator is itself. A device generator that has not drawn since it was seeded stands for
+    a CPU generator with its seed, and is advanced so that a second call draws differently (a run
+    draws its masks first, from a freshly seeded task generator). One that has already drawn has no
+    CPU counterpart: it seeds a CPU generator from its next draw (reproducible on that device only).
+    """
+    if generator.device.type == "cpu":
+        return generator
+    seed = generator.initial_seed()
+    fresh = torch.Generator(device=generator.device).manual_seed(seed)
+    if torch.equal(fresh.get_state(), generator.get_state()):
+        torch.rand(1, generator=generator, device=generator.device)
+    else:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)
 
 
 @torch.no_grad()
 def apply_masks(params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
-    """W <- W * M, in place."""
-    for name, mask in masks.items():
-        params[name].mul_(mask)
+    """W <- W * M, in place, for every masked tensor in one call; `masks` may be bool masks or
+    their `mask_factors`."""
+    if masks:
+        torch._foreach_mul_([params[name] for name in masks], list(masks.values()))
+
+
+def mask_factors(params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The masks as the multipliers `apply_masks` is fastest with on each device.
+
+    On an accelerator: 0/1 in each weight's dtype and memory layout (channels_last convs), since
+    `torch._foreach_mul_` fuses the products of all tensors into a few kernels only when every
+    tensor has one dtype and each pair the same strides; otherwise it launches one per tensor.
+    On the CPU: the bool masks, a quarter of the bytes to read. The products are the same either way.
+    """
+    return {
+        name: mask if params[name].device.type == "cpu" else torch.empty_like(params[name]).copy_(mask)
+        for name, mask in masks.items()
+    }
 
 
 def freeze_used_gradients(params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor]) -> None:
-    """Zero the gradients of weights owned by earlier tasks (call between backward and step)."""
+    """Zero the gradients of weights owned by earlier tasks (call between backward and step).
+
+    A fill, not a multiply by 0: an inf or NaN gradient must not reach (and move) a frozen weight.
+    """
     for name, is_frozen in frozen.items():
         grad = params[name].grad
         if grad is not None:

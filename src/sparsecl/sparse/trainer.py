@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .dst import canonical_growth, grow, growth_scores, magnitude_prune, nnz, prune_fraction
-from .masks import apply_masks, freeze_used_gradients
+from .masks import freeze_used_gradients, mask_factors
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SparseTrainer:
         frozen_values: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.params = params
-        self.masks = dict(masks)
+        self.masks = masks
         self.fired = {name: mask.clone() for name, mask in masks.items()}
         self.optimizer = optimizer
         self.generator = generator
@@ -66,6 +66,17 @@ class SparseTrainer:
         self.history: list[dict[str, Any]] = []  # per update: step, prune rate, per-layer counts
         self.initial = self.layer_counts(dict.fromkeys(masks, 0), dict.fromkeys(masks, 0))
         self.apply()
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The task's current masks; assign a new dict to change them (an update, a resume), which
+        also renews the multipliers that `apply` uses."""
+        return self._masks
+
+    @masks.setter
+    def masks(self, masks: dict[str, torch.Tensor]) -> None:
+        self._masks = dict(masks)
+        self._factors = mask_factors(self.params, self._masks)
 
     def after_backward(self) -> None:
         freeze_used_gradients(self.params, self.frozen)
@@ -79,12 +90,19 @@ class SparseTrainer:
 
     @torch.no_grad()
     def apply(self) -> None:
-        """W <- W * M; SGD momentum buffers too (Adam's moments are left as they are)."""
-        apply_masks(self.params, self.masks)
-        for name, mask in self.masks.items():
-            buffer = self.optimizer.state.get(self.params[name], {}).get("momentum_buffer")
+        """W <- W * M, and SGD momentum buffers too (Adam's moments are left as they are), in one
+        fused multiply: a step launches the same few kernels whatever the number of layers."""
+        tensors, factors = [], []
+        for name, factor in self._factors.items():
+            param = self.params[name]
+            tensors.append(param)
+            factors.append(factor)
+            buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
             if buffer is not None:
-                buffer.mul_(mask)
+                tensors.append(buffer)
+                factors.append(factor)
+        if tensors:
+            torch._foreach_mul_(tensors, factors)
 
     @torch.no_grad()
     def update(self) -> None:
@@ -93,6 +111,7 @@ class SparseTrainer:
         assert schedule is not None
         rate = prune_fraction(self.step, schedule.total_steps, schedule.prune_rate, schedule.prune_rate_min)
         pruned, grown = {}, {}
+        masks = dict(self.masks)
         for name, param in self.params.items():
             old = self.masks[name]
             kept, pruned[name] = magnitude_prune(param, old, rate)
@@ -109,9 +128,10 @@ class SparseTrainer:
             if self.frozen_values is not None and name in self.frozen:
                 revived = new & ~old & self.frozen[name]
                 param.copy_(torch.where(revived, self.frozen_values[name], param))
-            self.masks[name] = new
+            masks[name] = new
             self.fired[name] = self.fired[name] | new
             grown[name] = nnz(new & ~kept)
+        self.masks = masks
         self.apply()
         self.history.append({"step": self.step, "prune_rate": rate, "layers": self.layer_counts(pruned, grown)})
 

@@ -1,0 +1,83 @@
+"""Killed at any moment, a run leaves nothing half-written and a rerun finishes it as if nothing happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from sparsecl.io import save_torch
+
+from .stage_helpers import make_run, train_task
+from .workflow_helpers import ROOT, snakemake, write_config
+
+
+def test_a_job_deletes_the_temporaries_a_resume_save_killed_half_way_left(tmp_path):
+    config, data, scenario = make_run(tmp_path, "finetune", num_tasks=1)
+    resume = tmp_path / "out" / "resume" / "task0.pt"
+    resume.parent.mkdir(parents=True)
+    stale = resume.parent / ".task0.pt.k1ll3d.tmp"
+    stale.write_bytes(b"\0" * 4096)  # what a kill between the temporary write and its rename leaves
+    neighbour = resume.parent / ".task1.pt.x.tmp"  # another task's save in progress: not ours to delete
+    neighbour.write_bytes(b"")
+    train_task(config, data, scenario, 0, tmp_path / "out")
+    assert not stale.exists() and neighbour.exists()
+    assert not resume.exists()  # the finished task needs no resume state
+
+
+def test_an_atomic_save_killed_before_its_rename_leaves_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "state.pt"
+    save_torch(target, {"epoch": 1})
+    monkeypatch.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        save_torch(target, {"epoch": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]  # no temporary left, the old state intact
+
+
+CONFIG = {
+    "seeds": [0],
+    "experiments": {
+        "ft": {
+            "method": "finetune",
+            "dataset": "digits",
+            "backbone_args": {"hidden": [32]},
+            "scenario": {"num_tasks": 3, "classes_per_task": 2},
+            "train": {"epochs": 4, "batch_size": 16},
+        },
+    },
+}
+
+
+@pytest.mark.slow
+def test_a_killed_snakemake_is_unlocked_and_rerun_to_the_tables_of_an_uninterrupted_run(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for workdir in (whole, killed):
+        workdir.mkdir()
+        write_config(workdir, CONFIG)
+    snakemake(whole, "all", "--cores", "2")
+    cmd = [sys.executable, "-m", "snakemake", "all", "--cores", "2", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(killed), "--configfile", str(killed / "config.yaml")]  # fmt: skip
+    tree = subprocess.Popen(
+        cmd, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while not (killed / "results/runs/ft/default/seed0/task0/model.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(tree.pid, signal.SIGKILL)  # Snakemake and every job it started, at once
+    tree.wait()
+    assert not (killed / "results/tables/summary.csv").exists()
+    locked = snakemake(killed, "all", "--cores", "2", check=False)
+    assert locked.returncode != 0 and "locked" in (locked.stdout + locked.stderr).lower()
+    snakemake(killed, "--unlock")
+    snakemake(killed, "all", "--cores", "2", "--rerun-incomplete")
+    for name in ("summary.csv", "reproduction.csv"):
+        assert (killed / "results/tables" / name).read_text() == (whole / "results/tables" / name).read_text()
+    metrics = [pd.read_parquet(d / "results/runs/ft/default/seed0/metrics.parquet") for d in (whole, killed)]
+    pd.testing.assert_frame_equal(*metrics)
+    assert not list((killed / "results").rglob(".*.tmp"))

@@ -36,7 +36,7 @@ def test_a_comment_or_docstring_edit_changes_no_fingerprint(package):
     before = {m: stage(package, m) for m in ("finetune", "dst", "focil")}
     masks = package / "sparse" / "masks.py"
     edit(masks, "def apply_masks(", "# a comment\ndef apply_masks(")
-    edit(masks, '"""W <- W * M, in place."""', '"""W <- W * M, in place (reworded)."""')
+    edit(masks, '"""Dense weight x {0, 1} mask:', '"""Dense weight times a {0, 1} mask (reworded):')
     assert {m: stage(package, m) for m in before} == before
 
 

@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from sparsecl import fingerprint as fingerprints  # noqa: E402
+from sparsecl.launcher import SERVER_ENV  # noqa: E402
 from sparsecl.data import sources as data_sources  # noqa: E402
 from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
 from sparsecl.errors import ConfigError  # noqa: E402
@@ -321,6 +322,7 @@ def pool_source_arg(wildcards, input):
 
 
 STAGE_SERVER = {}
+SWITCH_ENV = "SPARSECL_STAGE_SERVER"  # 0: every job its own process
 
 
 def start_stage_server():
@@ -329,8 +331,8 @@ def start_stage_server():
     if not (workflow.is_main_process and workflow.local_exec) or GPUS:
         return
     if (
-        os.environ.get("SPARSECL_STAGE_SERVER", "1") == "0"
-        or "SPARSECL_SERVER" in os.environ
+        os.environ.get(SWITCH_ENV, "1") == "0"
+        or SERVER_ENV in os.environ
     ):
         return
     import subprocess
@@ -353,14 +355,14 @@ def start_stage_server():
         time.sleep(0.1)
     if address.exists():
         STAGE_SERVER["process"] = process
-        os.environ["SPARSECL_SERVER"] = str(address)
+        os.environ[SERVER_ENV] = str(address)
 
 
 def stop_stage_server():
     process = STAGE_SERVER.pop("process", None)
     if process is not None:
         process.terminate()
-        os.environ.pop("SPARSECL_SERVER", None)
+        os.environ.pop(SERVER_ENV, None)
 
 
 def attempt_scaled(base):

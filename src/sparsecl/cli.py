@@ -48,7 +48,7 @@ def run_config(
     json_config: Annotated[str, typer.Option("--json", help="resolved run config as JSON")], out: PathArg
 ) -> None:
     """Write one run's fully resolved configuration."""
-    from .stages import write_run_config
+    from .config import write_run_config
 
     write_run_config(json_config, out)
 

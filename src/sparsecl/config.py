@@ -7,6 +7,7 @@ This module is torch-free so that the workflow can import it at DAG-build time.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .io import write_text
 from .scenarios import ScenarioSpec
 
 PROTOCOLS = ("standard", "faithful")
@@ -117,3 +119,8 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 def dump_run_config(run: RunConfig) -> str:
     return yaml.safe_dump(run.to_dict(), sort_keys=True)
+
+
+def write_run_config(config_json: str, out: str | Path) -> None:
+    """Write one run's (or stage's) resolved configuration; torch-free, so the job starts fast."""
+    write_text(out, dump_run_config(RunConfig.from_dict(json.loads(config_json))))

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RunConfig, dump_run_config, load_run_config
+from .config import RunConfig, load_run_config, write_run_config  # noqa: F401  (re-exported for callers of stages)
 from .data import get_dataset, load_meta, load_split
 from .engine import DeviceData, seed_everything
 from .engine.device import prepare_model
 from .errors import DataError
-from .io import load_torch, provenance, save_torch, write_parquet, write_text
+from .io import load_torch, provenance, save_torch, write_parquet
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .scenarios import Scenario, ScenarioSpec, build_scenario, load_scenario, save_scenario
@@ -24,11 +24,6 @@ from .scenarios import Scenario, ScenarioSpec, build_scenario, load_scenario, sa
 
 def log_to_stdout(message: str) -> None:
     print(message, flush=True)
-
-
-def write_run_config(config_json: str, out: Path) -> None:
-    run = RunConfig.from_dict(json.loads(config_json))
-    write_text(out, dump_run_config(run))
 
 
 def make_scenario(dataset: str, data_dir: Path, spec_json: str, out: Path) -> None:
@@ -93,9 +88,10 @@ def train(
     model = build_model(run, meta, scenario, device)
     prev_extra: dict[str, Any] = {}
     masks: dict[str, Any] = {}
-    if task > 0:
-        if prev_model is None or prev_masks is None:
-            raise DataError(f"task {task}: the previous task's model and masks files are required")
+    given = prev_model is not None or prev_masks is not None  # a later task, or a later stage of task 0
+    if (task > 0 or given) and (prev_model is None or prev_masks is None):
+        raise DataError(f"task {task}: the previous task's (or stage's) model and masks files are required")
+    if given:
         saved = load_torch(prev_model, map_location=device)
         model.load_state_dict(saved["state_dict"])
         prev_extra = saved.get("extra", {})

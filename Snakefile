@@ -36,6 +36,7 @@ include: "workflow/rules/runs.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/dst.smk"
 include: "workflow/rules/focil.smk"
+include: "workflow/rules/multistep.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

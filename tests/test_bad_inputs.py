@@ -732,9 +732,9 @@ def test_a_config_mistake_is_one_config_error_line(mutate, message):
 
 def test_a_backbone_without_a_block_of_its_own_still_needs_a_mapping():
     schema = copy.deepcopy(SCHEMA)
-    schema["$defs"]["experiment"]["properties"]["backbone"]["enum"].append("resnet110")
+    schema["$defs"]["experiment"]["properties"]["backbone"]["enum"].append("a_new_backbone")
     config = copy.deepcopy(BASE)
-    config["experiments"]["ft"].update(backbone="resnet110", backbone_args={"depth": 110})
+    config["experiments"]["ft"].update(backbone="a_new_backbone", backbone_args={"depth": 110})
     assert validate(config, schema)["experiments"]["ft"]["backbone_args"] == {"depth": 110}
     config["experiments"]["ft"]["backbone_args"] = "deep"
     with pytest.raises(ConfigError, match="experiments.ft.backbone_args: 'deep' is not of type 'object'"):

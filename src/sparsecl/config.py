@@ -7,6 +7,7 @@ This module is torch-free so that the workflow can import it at DAG-build time.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import UnionType
@@ -183,8 +184,6 @@ def dump_run_config(run: RunConfig) -> str:
 
 def write_run_config(config_json: str, out: str | Path) -> None:
     """The `run-config` stage: one run's resolved settings, with the hash that guards them."""
-    import json
-
     from .io import write_text
 
     try:

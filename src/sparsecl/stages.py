@@ -146,6 +146,8 @@ def train(
     started = time.time()
     run = load_run_config(run_config)
     scenario = load_run_scenario(scenario_path, run, task)
+    method = get_method(run.method)
+    method.check_stage(run, scenario, task, stage)
     log_to_stdout(f"== {run.run_id} task {task} stage {stage}: {time.strftime('%Y-%m-%d %H:%M:%S')}")
     remove_stale_temporaries(resume_path)  # an atomic resume save killed half-way
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
@@ -179,7 +181,7 @@ def train(
         stage=stage,
         inputs=dict(inputs or {}),
     )
-    result = get_method(run.method).train_stage(ctx)
+    result = method.train_stage(ctx)
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
     stored = file_provenance(run, scenario, task, stage)

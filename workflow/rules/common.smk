@@ -200,11 +200,17 @@ def task_eval(run, task):
     return final(run, task) if final else run_path(run, f"task{task}", "eval.parquet")
 
 
+# Further files a run's summary waits for, so that `all` builds them (method name ->
+# function(run) -> paths), e.g. the evaluation of every stage, not only each task's last.
+RUN_EXTRAS = {}
+
+
 def summarize_inputs(wildcards):
     run = run_of(wildcards)
     return {
         "config": run_path(run, "config.yaml"),
         "evals": [task_eval(run, t) for t in range(run.scenario.num_tasks)],
+        "extras": RUN_EXTRAS[run.method](run) if run.method in RUN_EXTRAS else [],
     }
 
 

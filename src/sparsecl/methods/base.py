@@ -112,10 +112,13 @@ class Method:
     def train_task(self, ctx: TaskContext) -> TaskResult:
         raise NotImplementedError
 
+    def check_stage(self, run: RunConfig, scenario: Scenario, task: int, stage: str) -> None:
+        """Refuse a stage that does not belong at `task` before any file is read (a one-line error)."""
+        if stage not in self.stages:
+            raise ConfigError(f"--stage: method {self.name} has stages {', '.join(self.stages)}, got {stage!r}")
+
     def train_stage(self, ctx: TaskContext) -> TaskResult:
-        """Run stage `ctx.stage`; single-stage methods only have `train`."""
-        if ctx.stage not in self.stages:
-            raise ConfigError(f"--stage: method {self.name} has stages {', '.join(self.stages)}, got {ctx.stage!r}")
+        """Run stage `ctx.stage` (checked by `check_stage`); single-stage methods only have `train`."""
         return self.train_task(ctx)
 
     def model_for(self, ctx: EvalContext, task: int | None) -> nn.Module:

@@ -1,10 +1,13 @@
 """`finetune`: train each task in turn with no protection against forgetting (the lower bound).
 
 The loss covers the classes seen so far (`train.loss_scope: seen`, default) or the current
-task's classes only (`task`).
+task's classes only (`task`). In a data-incremental scenario task t is data step t: it trains
+on chunk t only, starting from the previous step's model (every class in every step).
 """
 
 from __future__ import annotations
+
+import torch
 
 from ..engine import make_optimizer, make_scheduler
 from ..engine.loop import sliced_cross_entropy
@@ -25,13 +28,20 @@ class Finetune(Method):
         return train_dense(ctx, tasks=[ctx.task], logits=loss_range(ctx))
 
 
+def training_images(ctx: TaskContext, tasks: list[int]) -> torch.Tensor:
+    """The training images of `tasks`: their classes' images, or (data-incremental) their chunks."""
+    if ctx.scenario.spec.kind == "data":
+        return torch.cat([ctx.chunk_index(t) for t in tasks])
+    return ctx.train_index(tasks)
+
+
 def train_dense(ctx: TaskContext, tasks: list[int], logits: tuple[int, int]) -> TaskResult:
     """Plain dense training of `ctx.model` on the training images of `tasks`, CE over `logits`."""
     cfg = ctx.run.train
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
     rows = fit(
         ctx,
-        ctx.train_index(tasks),
+        training_images(ctx, tasks),
         sliced_cross_entropy(*logits),
         optimizer,
         make_scheduler(optimizer, cfg),

@@ -3,7 +3,8 @@ of every task 0..t, with the loss over all classes seen so far.
 
 It continues from task t-1's weights (cumulative training) rather than restarting, so stage t
 costs (t+1) tasks' worth of data per epoch, and its class-IL accuracy bounds what a method
-without stored data can reach under the same budget of epochs per stage.
+without stored data can reach under the same budget of epochs per stage. In a data-incremental
+scenario, step t trains on the chunks 0..t.
 """
 
 from __future__ import annotations

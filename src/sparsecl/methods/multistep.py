@@ -1,0 +1,190 @@
+"""`multistep`: multi-step sparsity training on accumulating data (Lee & Kim, IEEE Access 2023).
+
+Data-incremental: the training set arrives in chunks of every class, and a step sees only its
+own chunk. Each stage is its own job (docs/methods/multistep.md gives the losses and which
+choices are ours):
+
+  step 0, chunk 0   `train`    cross-entropy from scratch.
+                    `sst`      selective sparsity training: cross-entropy plus s * sum |gamma| over
+                               S, the `ratio` of BN channels with the smallest |gamma| at the start.
+                               S becomes the unimportant-channel file (masks.pt).
+  step k, chunk k   `aod`      re-initialise the filters of the previous step's S, then train with
+                               cross-entropy plus the adaptively weighted distillation from the
+                               previous step's final model (`--input teacher=...`).
+                    `sst_msl`  (not at the last step) sparsity training on a new S with the
+                               multi-step loss: distillation from the final model of every earlier
+                               step (`--input teacher<j>=...`), or of the previous one.
+
+Every masks.pt holds `unimportant` (BN layer -> bool per channel; empty selections for `train`
+and `aod`), the `aod` one also the channels it `reinitialised`. Evaluation is the default:
+top-1 on the whole test set after each stage.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..engine import make_optimizer, make_scheduler
+from ..engine.loop import LossFn, sliced_cross_entropy
+from ..errors import ConfigError, DataError
+from ..io import load_torch
+from ..multistep_config import STAGES, MultistepArgs, stage_run_config, stages_of_step, teachers
+from ..scenarios import Scenario
+from ..sparse.channels import (
+    ChannelMasks,
+    batch_norms,
+    channel_table,
+    l1_subgradient,
+    no_channels,
+    reinitialise_channels,
+    select_smallest,
+)
+from .base import Method, TaskContext, TaskResult, register_method
+from .distillation import TeacherTap, distillation_loss
+from .training import fit
+
+SMALL_GAMMA = 1e-2  # |gamma| below this counts as switched off in the logs
+_ORDER, _REINIT = 10, 20  # purposes of the per-stage random streams
+
+
+@register_method("multistep")
+class Multistep(Method):
+    stages = STAGES
+
+    def check_stage(self, run: RunConfig, scenario: Scenario, task: int, stage: str) -> None:
+        if scenario.spec.kind != "data":
+            raise ConfigError("scenario.kind: the multistep method needs a data-incremental scenario (kind: data)")
+        here = stages_of_step(task, scenario.spec.num_tasks)
+        if stage not in here:
+            raise ConfigError(
+                f"--stage: step {task} of {scenario.spec.num_tasks} runs {', '.join(here)}, got {stage!r}"
+            )
+
+    def train_stage(self, ctx: TaskContext) -> TaskResult:
+        batch_norms(ctx.model)  # fails early for a backbone without BN scaling factors
+        ctx = replace(ctx, run=stage_run_config(ctx.run, ctx.stage))
+        ctx.generator.manual_seed(_stream(ctx, _ORDER))  # each stage its own order and augmentation
+        stage = {"train": _train, "sst": _sst, "aod": _aod, "sst_msl": _sst_msl}[ctx.stage]
+        result = stage(ctx, MultistepArgs.of(ctx.run))
+        for row in result.log_rows:
+            row["stage"] = ctx.stage
+        return result
+
+
+def _train(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
+    rows = _fit(ctx, _cross_entropy(ctx))
+    return _result(ctx, rows, no_channels(ctx.model))
+
+
+def _sst(ctx: TaskContext, args: MultistepArgs, loss_fn: LossFn | None = None) -> TaskResult:
+    """Cross-entropy (or `loss_fn`) + s * sum |gamma| over the channels of S, chosen at the start."""
+    selected = select_smallest(ctx.model, args.ratio, args.selection)
+    rows = _fit(ctx, loss_fn or _cross_entropy(ctx), after_backward=l1_subgradient(ctx.model, selected, args.s))
+    table = channel_table(ctx.model, selected, SMALL_GAMMA)
+    total = {key: sum(row[key] for row in table) for key in ("channels", "selected", "small_selected", "small_other")}
+    in_s, outside = total["small_selected"], total["small_other"]
+    ctx.log(
+        f"{ctx.stage}: |gamma| < {SMALL_GAMMA:g} for {in_s} of {total['selected']} channels in S"
+        f" and {outside} of {total['channels'] - total['selected']} outside"
+    )
+    result = _result(ctx, rows, selected, small_selected=in_s, small_other=outside)
+    result.tables["channels"] = table
+    return result
+
+
+def _aod(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
+    """Re-initialise the previous step's S, then cross-entropy + lambda * distillation from its final model."""
+    teacher = _teachers(ctx, args)["teacher"]
+    selected = {name: mask.bool() for name, mask in ctx.prev_masks.get("unimportant", {}).items()}
+    if not selected:
+        raise DataError(f"step {ctx.task} aod: the previous stage's masks file has no `unimportant` channels")
+    reinit = torch.Generator().manual_seed(_stream(ctx, _REINIT))
+    reinitialise_channels(ctx.model, selected, reinit, args.reinit_downstream)
+    with TeacherTap(ctx.model, [teacher]) as tap:
+        loss_fn = distillation_loss(_cross_entropy(ctx), tap, [args.kd_lambda], args.temperature, args.kd_weighting)
+        rows = _fit(ctx, loss_fn)
+    result = _result(ctx, rows, no_channels(ctx.model))
+    result.masks["reinitialised"] = selected
+    return result
+
+
+def _sst_msl(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
+    """Sparsity training on a new S with the multi-step loss: CE + sum_j alpha_j * distillation from step j."""
+    snapshots = _teachers(ctx, args)
+    steps = [int(name.removeprefix("teacher")) for name in snapshots]
+    if args.msl_alpha:
+        if len(args.msl_alpha) <= max(steps):
+            raise ConfigError(
+                f"method_args.msl_alpha: step {ctx.task} needs a weight for steps 0..{max(steps)},"
+                f" got {list(args.msl_alpha)}"
+            )
+        alphas = [args.msl_alpha[j] for j in steps]
+    else:
+        alphas = [args.kd_lambda / len(steps)] * len(steps)
+    with TeacherTap(ctx.model, list(snapshots.values())) as tap:
+        loss_fn = distillation_loss(_cross_entropy(ctx), tap, alphas, args.temperature, args.kd_weighting)
+        return _sst(ctx, args, loss_fn)
+
+
+def _cross_entropy(ctx: TaskContext) -> LossFn:
+    return sliced_cross_entropy(0, ctx.scenario.num_classes)
+
+
+def _fit(ctx: TaskContext, loss_fn: LossFn, after_backward: Callable[[], None] | None = None) -> list[dict]:
+    """The stage's epochs on its step's chunk, with the stage's `train` settings (resumable)."""
+    cfg = ctx.run.train
+    optimizer = make_optimizer(ctx.model.parameters(), cfg)
+    return fit(
+        ctx,
+        ctx.chunk_index(ctx.task),
+        loss_fn,
+        optimizer,
+        make_scheduler(optimizer, cfg),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        augment=cfg.augment,
+        after_backward=after_backward,
+    )
+
+
+def _teachers(ctx: TaskContext, args: MultistepArgs) -> dict[str, torch.nn.Module]:
+    """The frozen models this stage distils from, loaded from its `--input teacher...` files."""
+    wanted = teachers(ctx.stage, ctx.task, ctx.scenario.spec.num_tasks, args.msl_teachers)
+    missing = [name for name in wanted if name not in ctx.inputs]
+    if missing:
+        step, stage = wanted[missing[0]]
+        raise DataError(
+            f"step {ctx.task} {ctx.stage}: missing --input {missing[0]}=PATH (the {stage} model of step {step})"
+        )
+    loaded = {}
+    for name in wanted:
+        path, teacher = Path(ctx.inputs[name]), copy.deepcopy(ctx.model)
+        try:
+            teacher.load_state_dict(load_torch(path, map_location=ctx.device)["state_dict"])
+        except (KeyError, RuntimeError):
+            raise DataError(f"{path}: --input {name} is not a model file of this run's backbone") from None
+        loaded[name] = teacher
+    return loaded
+
+
+def _result(ctx: TaskContext, rows: list[dict], unimportant: ChannelMasks, **stats: int) -> TaskResult:
+    channels = sum(len(mask) for mask in unimportant.values())
+    summary = {"stage": ctx.stage, "step": ctx.task, "channels": channels, **stats}
+    summary["unimportant"] = int(sum(int(mask.sum()) for mask in unimportant.values()))
+    return TaskResult(
+        model_state=ctx.model.state_dict(),
+        masks={"unimportant": unimportant, "stats": summary},
+        log_rows=rows,
+    )
+
+
+def _stream(ctx: TaskContext, purpose: int) -> int:
+    stage = STAGES.index(ctx.stage)
+    return int(np.random.SeedSequence([ctx.run.seed, ctx.task, purpose, stage]).generate_state(1)[0])

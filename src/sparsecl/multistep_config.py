@@ -1,0 +1,122 @@
+"""The multistep method's settings, its stage sequence, and what each stage depends on (torch-free).
+
+The workflow imports this at DAG-build time. Step 0 runs `train` then `sst` on chunk 0; every
+later step k runs `aod` then, unless it is the last step, `sst_msl` on chunk k. Each stage job
+reads a stage config (`stage_run_config`): the run's settings with `train` resolved for that
+stage and `method_args` cut down to the keys the stage depends on, so that a change of, e.g.,
+`ratio` reaches the sparsity-training stages (and what follows them) and never the first one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .config import RunConfig, TrainConfig, method_args
+from .errors import ConfigError
+
+STAGES = ("train", "sst", "aod", "sst_msl")
+SELECTIONS = ("global", "layer")
+WEIGHTINGS = ("confidence", "uniform")
+TEACHER_SETS = ("all", "previous")
+DOWNSTREAM = ("keep", "zero")
+
+
+def _arg(default: Any, *stages: str) -> Any:
+    return field(default=default, metadata={"stages": stages})
+
+
+@dataclass(frozen=True)
+class MultistepArgs:
+    """`method_args` of a multistep experiment; each field names the stages that read it."""
+
+    ratio: float = _arg(0.5, "sst", "sst_msl")  # fraction of all BN channels in the selected set S
+    selection: str = _arg("global", "sst", "sst_msl")  # smallest |gamma| over all layers, or per layer
+    s: float = _arg(1e-4, "sst", "sst_msl")  # L1 strength on the gamma of S
+    reinit_downstream: str = _arg("keep", "aod")  # input slices of the layers reading S: keep or zero
+    temperature: float = _arg(4.0, "aod", "sst_msl")
+    kd_lambda: float = _arg(1.0, "aod", "sst_msl")
+    kd_weighting: str = _arg("confidence", "aod", "sst_msl")  # per-sample weight of the distillation term
+    msl_teachers: str = _arg("all", "sst_msl")  # snapshots of all earlier steps, or the previous one
+    msl_alpha: tuple[float, ...] = _arg((), "sst_msl")  # weight of step j's snapshot; (): kd_lambda / count
+    stage_train: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> overrides of `train`
+
+    @classmethod
+    def of(cls, run: RunConfig) -> MultistepArgs:
+        args = method_args(cls, run)
+        for key, allowed in (
+            ("selection", SELECTIONS),
+            ("kd_weighting", WEIGHTINGS),
+            ("msl_teachers", TEACHER_SETS),
+            ("reinit_downstream", DOWNSTREAM),
+        ):
+            if getattr(args, key) not in allowed:
+                raise ConfigError(f"method_args.{key}: expected one of {allowed}, got {getattr(args, key)!r}")
+        if not 0 < args.ratio < 1:
+            raise ConfigError(f"method_args.ratio: expected in (0, 1), got {args.ratio}")
+        for key in ("s", "kd_lambda"):
+            if getattr(args, key) < 0:
+                raise ConfigError(f"method_args.{key}: expected >= 0, got {getattr(args, key)}")
+        if args.temperature <= 0:
+            raise ConfigError(f"method_args.temperature: expected > 0, got {args.temperature}")
+        unknown = sorted(set(args.stage_train) - set(STAGES))
+        if unknown:
+            raise ConfigError(f"method_args.stage_train.{unknown[0]}: unknown stage; expected one of {STAGES}")
+        return args
+
+
+STAGE_KEYS = {
+    stage: tuple(f.name for f in fields(MultistepArgs) if stage in f.metadata.get("stages", ())) for stage in STAGES
+}
+
+
+def stage_run_config(run: RunConfig, stage: str) -> RunConfig:
+    """What stage `stage` of `run` depends on: `train` with the stage's overrides, its own method_args.
+
+    Idempotent, so a stage job may read either the stage config or the full run config.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"--stage: the multistep method has stages {', '.join(STAGES)}, got {stage!r}")
+    overrides = dict(MultistepArgs.of(run).stage_train.get(stage, {}))
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"method_args.stage_train.{stage}.{unknown[0]}: unknown key; expected one of {sorted(known)}")
+    kept = {key: value for key, value in run.method_args.items() if key in STAGE_KEYS[stage]}
+    return replace(run, train=replace(run.train, **overrides), method_args=kept)
+
+
+def stages_of_step(step: int, num_steps: int) -> tuple[str, ...]:
+    """The stages that run on chunk `step`, in order."""
+    if step == 0:
+        return ("train", "sst")
+    return ("aod",) if step == num_steps - 1 else ("aod", "sst_msl")
+
+
+def final_stage(step: int, num_steps: int) -> str:
+    """The stage whose model stands for step `step` (its evaluation is the step's accuracy)."""
+    return stages_of_step(step, num_steps)[-1]
+
+
+def predecessor(stage: str, step: int, num_steps: int) -> tuple[int, str] | None:
+    """(step, stage) whose model and masks `stage` of `step` starts from; None for the first stage."""
+    if stage not in stages_of_step(step, num_steps):
+        raise ConfigError(f"stage {stage!r} does not run at step {step} of {num_steps}")
+    position = stages_of_step(step, num_steps).index(stage)
+    if position:
+        return step, stages_of_step(step, num_steps)[position - 1]
+    return (step - 1, final_stage(step - 1, num_steps)) if step else None
+
+
+def teachers(stage: str, step: int, num_steps: int, msl_teachers: str = "all") -> dict[str, tuple[int, str]]:
+    """The frozen models a stage distils from, as `--input` name -> (step, stage) of their model.
+
+    `aod` learns from the final model of the previous step (`teacher`); `sst_msl` from the final
+    model of every earlier step j (`teacher<j>`), or only of the previous one.
+    """
+    if stage == "aod":
+        return {"teacher": (step - 1, final_stage(step - 1, num_steps))}
+    if stage == "sst_msl":
+        steps = range(step) if msl_teachers == "all" else [step - 1]
+        return {f"teacher{j}": (j, final_stage(j, num_steps)) for j in steps}
+    return {}

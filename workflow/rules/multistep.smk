@@ -1,0 +1,190 @@
+# multistep: multi-step sparsity training on accumulating data (src/sparsecl/methods/multistep.py,
+# docs/methods/multistep.md). One rule per stage of the paper's procedure, each reading the files
+# of the stage before it:
+#
+#   step 0, chunk 0:  multistep_train -> multistep_sst
+#   step k, chunk k:  multistep_aod (teacher: step k-1's final model) -> multistep_sst_msl
+#                     (teachers: the final models of the earlier steps); the last step ends after aod
+#   every stage:      multistep_evaluate, top-1 on the whole test set
+#
+# Files: results/runs/<run>/task<k>/<stage>/{model.pt, masks.pt, train_log.parquet, eval.parquet};
+# the run's summary takes each step's last stage.
+#
+# What reruns. Snakemake reruns a job when its params, code or input files change, and a run's
+# config.yaml is rewritten whenever any setting of the run changes, so a stage that read it would
+# rerun on every change. The stages read a stage config instead,
+# results/runs/<run>/stage_configs/<stage>.yaml: the run's settings with `train` resolved for the
+# stage (`method_args.stage_train`) and `method_args` cut down to the keys that stage depends on
+# (sparsecl.multistep_config.STAGE_KEYS). `multistep_stage_config` writes it from its params, as
+# run_config does, so the file changes only when those settings do: a new `ratio` rewrites the
+# sst and sst_msl configs, and reruns sst and everything after it, never train.
+
+
+include: "multistep_common.smk"
+
+
+localrules:
+    multistep_stage_config,
+
+
+rule multistep_stage_config:
+    output:
+        "results/runs/{experiment}/{point}/seed{seed}/stage_configs/{stage}.yaml",
+    log:
+        "results/logs/multistep_stage_config/{experiment}/{point}/seed{seed}/{stage}.log",
+    wildcard_constraints:
+        experiment=method_experiments("multistep"),
+        stage="|".join(MS.STAGES),
+    conda:
+        "../../envs/sparsecl.yaml"
+    resources:
+        mem_mb=attempt_scaled(500),
+        runtime=attempt_scaled(5),
+    params:
+        config=multistep_stage_config_json,
+    shell:
+        "sparsecl run-config --json {params.config:q} --out {output} > {log} 2>&1"
+
+
+# (1) plain training on chunk 0.
+rule multistep_train:
+    input:
+        unpack(multistep_inputs("train")),
+    output:
+        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/model.pt",
+        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/masks.pt",
+        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/train_log.parquet",
+    log:
+        "results/logs/multistep_train/{experiment}/{point}/seed{seed}/task{task}.log",
+    benchmark:
+        "results/benchmarks/multistep_train/{experiment}/{point}/seed{seed}/task{task}.tsv"
+    wildcard_constraints:
+        experiment=method_experiments("multistep"),
+        task="0",
+    conda:
+        "../../envs/sparsecl.yaml"
+    threads: 1
+    resources:
+        gpu=GPUS,
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(240),
+    params:
+        code=MULTISTEP_CODE,
+        device=config["device"],
+        stage="train",
+        prev=multistep_prev_args,
+        teachers=multistep_teacher_args,
+        resume=multistep_resume("train"),
+        data_dir=subpath(input.meta, parent=True),
+    shell:
+        "sparsecl train --config {input.config} --data-dir {params.data_dir}"
+        " --scenario {input.scenario} --task {wildcards.task} --stage {params.stage}"
+        " {params.prev} {params.teachers}"
+        " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
+        " --resume {params.resume} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+# (2) selective sparsity training on chunk 0, from (1): writes S, the unimportant channels.
+use rule multistep_train as multistep_sst with:
+    input:
+        unpack(multistep_inputs("sst")),
+    output:
+        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/model.pt",
+        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/masks.pt",
+        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/train_log.parquet",
+        channels="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/channels.parquet",
+    log:
+        "results/logs/multistep_sst/{experiment}/{point}/seed{seed}/task{task}.log",
+    benchmark:
+        "results/benchmarks/multistep_sst/{experiment}/{point}/seed{seed}/task{task}.tsv"
+    params:
+        code=MULTISTEP_CODE,
+        device=config["device"],
+        stage="sst",
+        prev=multistep_prev_args,
+        teachers=multistep_teacher_args,
+        resume=multistep_resume("sst"),
+        data_dir=subpath(input.meta, parent=True),
+
+
+# (3), (5), (7) adaptive online distillation on chunk k, from the previous step's final model:
+# re-initialise its S, distil from it.
+use rule multistep_train as multistep_aod with:
+    input:
+        unpack(multistep_inputs("aod")),
+    output:
+        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/aod/model.pt",
+        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/aod/masks.pt",
+        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/aod/train_log.parquet",
+    log:
+        "results/logs/multistep_aod/{experiment}/{point}/seed{seed}/task{task}.log",
+    benchmark:
+        "results/benchmarks/multistep_aod/{experiment}/{point}/seed{seed}/task{task}.tsv"
+    wildcard_constraints:
+        experiment=method_experiments("multistep"),
+        task=r"[1-9]\d*",
+    params:
+        code=MULTISTEP_CODE,
+        device=config["device"],
+        stage="aod",
+        prev=multistep_prev_args,
+        teachers=multistep_teacher_args,
+        resume=multistep_resume("aod"),
+        data_dir=subpath(input.meta, parent=True),
+
+
+# (4), (6) sparsity training with the multi-step loss on chunk k, from (3) or (5): a new S.
+use rule multistep_train as multistep_sst_msl with:
+    input:
+        unpack(multistep_inputs("sst_msl")),
+    output:
+        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/model.pt",
+        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/masks.pt",
+        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/train_log.parquet",
+        channels="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/channels.parquet",
+    log:
+        "results/logs/multistep_sst_msl/{experiment}/{point}/seed{seed}/task{task}.log",
+    benchmark:
+        "results/benchmarks/multistep_sst_msl/{experiment}/{point}/seed{seed}/task{task}.tsv"
+    wildcard_constraints:
+        experiment=method_experiments("multistep"),
+        task=r"[1-9]\d*",
+    params:
+        code=MULTISTEP_CODE,
+        device=config["device"],
+        stage="sst_msl",
+        prev=multistep_prev_args,
+        teachers=multistep_teacher_args,
+        resume=multistep_resume("sst_msl"),
+        data_dir=subpath(input.meta, parent=True),
+
+
+# Every stage: top-1 on the whole test set.
+rule multistep_evaluate:
+    input:
+        unpack(multistep_eval_inputs),
+    output:
+        "results/runs/{experiment}/{point}/seed{seed}/task{task}/{stage}/eval.parquet",
+    log:
+        "results/logs/multistep_evaluate/{experiment}/{point}/seed{seed}/task{task}/{stage}.log",
+    benchmark:
+        "results/benchmarks/multistep_evaluate/{experiment}/{point}/seed{seed}/task{task}/{stage}.tsv"
+    wildcard_constraints:
+        experiment=method_experiments("multistep"),
+        stage="|".join(MS.STAGES),
+    conda:
+        "../../envs/sparsecl.yaml"
+    threads: 1
+    resources:
+        gpu=GPUS,
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(30),
+    params:
+        code=MULTISTEP_CODE,
+        device=config["device"],
+        data_dir=subpath(input.meta, parent=True),
+    shell:
+        "sparsecl evaluate --config {input.config} --data-dir {params.data_dir}"
+        " --scenario {input.scenario} --task {wildcards.task} --stage {wildcards.stage}"
+        " --model {input.model} $(printf -- '--masks %s ' {input.masks}) --out {output}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"

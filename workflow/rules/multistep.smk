@@ -61,6 +61,8 @@ rule multistep_train:
     wildcard_constraints:
         experiment=method_experiments("multistep"),
         task="0",
+    group:
+        RUN_GROUP
     conda:
         "../../envs/sparsecl.yaml"
     threads: 1
@@ -81,7 +83,7 @@ rule multistep_train:
         " --scenario {input.scenario} --task {wildcards.task} --stage {params.stage}"
         " {params.prev} {params.teachers}"
         " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
-        " --resume {params.resume} --device {params.device} --threads {threads} > {log} 2>&1"
+        " --resume {params.resume} --device {params.device} --threads {threads} >> {log} 2>&1"
 
 
 # (2) selective sparsity training on chunk 0, from (1): writes S, the unimportant channels.
@@ -172,6 +174,8 @@ rule multistep_evaluate:
     wildcard_constraints:
         experiment=method_experiments("multistep"),
         stage="|".join(MS.STAGES),
+    group:
+        RUN_GROUP
     conda:
         "../../envs/sparsecl.yaml"
     threads: 1

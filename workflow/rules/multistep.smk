@@ -71,7 +71,7 @@ rule multistep_train:
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(240),
     params:
-        code=MULTISTEP_CODE,
+        code=train_code,
         device=config["device"],
         stage="train",
         prev=multistep_prev_args,
@@ -100,7 +100,7 @@ use rule multistep_train as multistep_sst with:
     benchmark:
         "results/benchmarks/multistep_sst/{experiment}/{point}/seed{seed}/task{task}.tsv"
     params:
-        code=MULTISTEP_CODE,
+        code=train_code,
         device=config["device"],
         stage="sst",
         prev=multistep_prev_args,
@@ -126,7 +126,7 @@ use rule multistep_train as multistep_aod with:
         experiment=method_experiments("multistep"),
         task=r"[1-9]\d*",
     params:
-        code=MULTISTEP_CODE,
+        code=train_code,
         device=config["device"],
         stage="aod",
         prev=multistep_prev_args,
@@ -152,7 +152,7 @@ use rule multistep_train as multistep_sst_msl with:
         experiment=method_experiments("multistep"),
         task=r"[1-9]\d*",
     params:
-        code=MULTISTEP_CODE,
+        code=train_code,
         device=config["device"],
         stage="sst_msl",
         prev=multistep_prev_args,
@@ -184,7 +184,7 @@ rule multistep_evaluate:
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(30),
     params:
-        code=MULTISTEP_CODE,
+        code=train_code,
         device=config["device"],
         data_dir=subpath(input.meta, parent=True),
     shell:

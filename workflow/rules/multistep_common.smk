@@ -3,14 +3,6 @@
 
 from sparsecl import multistep_config as MS  # noqa: E402
 
-MULTISTEP_CODE = code_fingerprint(
-    *SHARED_TRAIN_CODE,
-    *method_modules("multistep"),
-    "multistep_config.py",
-    exclude=DOWNLOAD_CODE,
-)
-
-
 def multistep_file(run, step, stage, name):
     return run_path(run, f"task{step}", stage, name)
 

@@ -26,10 +26,10 @@ def matrix_heatmaps(matrices: dict[str, np.ndarray], title: str, path: Path) -> 
     """One heatmap per setting (task-IL, class-IL): R[i, j], mean over seeds."""
     fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 3.8), squeeze=False, layout="constrained")
     for ax, (setting, R) in zip(axes[0], matrices.items()):
-        T = R.shape[0]
+        T, columns = R.shape  # a data-incremental run has one column: the whole test set
         image = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
         for i in range(T):
-            for j in range(T):
+            for j in range(columns):
                 if not np.isnan(R[i, j]) and T <= 12:
                     ax.text(
                         j,
@@ -41,9 +41,9 @@ def matrix_heatmaps(matrices: dict[str, np.ndarray], title: str, path: Path) -> 
                         color="white" if R[i, j] < 60 else "black",
                     )
         ax.set_title(SETTING_LABELS.get(setting, setting))
-        ax.set_xlabel("evaluated task j")
+        ax.set_xlabel("evaluated task j" if columns > 1 else "whole test set")
         ax.set_ylabel("after training task i")
-        ax.set_xticks(range(T))
+        ax.set_xticks(range(columns))
         ax.set_yticks(range(T))
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.046, label="accuracy (%)")
     fig.suptitle(title, fontsize=9)

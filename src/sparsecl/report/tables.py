@@ -99,11 +99,12 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
         " the last step, data-incremental); BWT: backward transfer; LA: learning accuracy (accuracy on"
         " each task right after learning it).",
         "",
-        "## Headline: each method in the setting its paper reports",
-        "",
-        markdown_table(pd.DataFrame(headline).fillna("—")) if headline else "(no runs)",
+        "## Headline: each method in the setting its paper reports, with its own columns",
         "",
     ]
+    for method in sorted({row["method"] for row in headline}):
+        rows = pd.DataFrame([row for row in headline if row["method"] == method]).dropna(axis=1, how="all")
+        sections += [f"### {method}", "", markdown_table(rows.fillna("—")), ""]
     for setting, title in SETTING_TITLES.items():
         part = agg[agg["setting"] == setting]
         if part.empty:

@@ -132,7 +132,9 @@ def _run_config(name: str, point: str, seed: int, settings: dict) -> RunConfig:
     )
 
 
-def _reported(reported: dict, point: str) -> dict[str, float]:
+def _reported(reported: dict | list, point: str) -> dict[str, float]:
+    if isinstance(reported, list):  # ledger entries ({metric, kind, value|curve, ...}), not a point's values
+        return {}
     values = dict(reported.get("all", {}) or {})
     values.update(reported.get(point, {}) or {})
     return values

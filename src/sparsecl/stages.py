@@ -16,7 +16,7 @@ from .data import get_dataset, load_meta, load_split
 from .engine import DeviceData, seed_everything
 from .engine.device import prepare_model
 from .errors import DataError
-from .io import load_torch, provenance, save_torch, write_parquet, write_text
+from .io import load_torch, provenance, save_torch, write_json, write_parquet, write_text
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .scenarios import Scenario, ScenarioSpec, build_scenario, load_scenario, save_scenario
@@ -93,12 +93,13 @@ def train(
     model = build_model(run, meta, scenario, device)
     prev_extra: dict[str, Any] = {}
     masks: dict[str, Any] = {}
-    if task > 0:
-        if prev_model is None or prev_masks is None:
-            raise DataError(f"task {task}: the previous task's model and masks files are required")
+    if task > 0 and (prev_model is None or prev_masks is None):
+        raise DataError(f"task {task}: the previous task's model and masks files are required")
+    if prev_model is not None:  # task 0's later stages continue from its earlier ones
         saved = load_torch(prev_model, map_location=device)
         model.load_state_dict(saved["state_dict"])
         prev_extra = saved.get("extra", {})
+    if prev_masks is not None:
         masks = load_torch(prev_masks, map_location=device)
     generator = seed_everything(task_generator_seed(run, task), device)
     ctx = TaskContext(
@@ -119,9 +120,16 @@ def train(
     result = get_method(run.method).train_stage(ctx)
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
+    prov.update(result.extra.get("provenance", {}))
     save_torch(out_masks, _to_cpu(result.masks))
     for name, table in result.tables.items():
         write_parquet(Path(out_model).parent / f"{name}.parquet", table, prov)
+    for name, obj in result.files.items():
+        path = Path(out_model).parent / name
+        if path.suffix == ".json":
+            write_json(path, obj)
+        else:
+            save_torch(path, _to_cpu(obj))
     write_parquet(out_log, pd.DataFrame(result.log_rows), prov)
     save_torch(
         out_model, {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": prov}
@@ -171,6 +179,7 @@ def evaluate(
         )
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
+    prov.update(ctx.extra.get("provenance", {}))
     write_parquet(out, pd.DataFrame(rows), prov)
 
 

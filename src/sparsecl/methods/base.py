@@ -73,6 +73,7 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as <name>.parquet beside the model
+    files: dict[str, Any] = field(default_factory=dict)  # file name -> object beside the model (.json or torch)
 
 
 @dataclass

@@ -64,3 +64,11 @@ def test_indices_of_selects_labels_within_a_subset():
     _, data = make_data(n=12)  # labels 0,1,2,3,0,1,...
     assert data.indices_of([1, 3]).tolist() == [1, 3, 5, 7, 9, 11]
     assert data.indices_of([1, 3], subset=np.array([0, 1, 2, 3])).tolist() == [1, 3]
+
+
+def test_single_channel_images_get_standard_strides_so_cpu_conv_backward_is_safe():
+    images = np.arange(3 * 8 * 8, dtype=np.uint8).reshape(3, 8, 8, 1)
+    data = DeviceData.from_numpy(images, np.zeros(3), [0.5], [0.25], torch.device("cpu"))
+    x, _ = data.batch(torch.tensor([2, 0]))
+    assert data.images.stride() == (64, 64, 8, 1) and x.stride() == (64, 64, 8, 1)
+    torch.nn.Conv2d(1, 2, 3, padding=1)(x).sum().backward()  # corrupted memory on (64, 1, 8, 1) strides

@@ -55,7 +55,7 @@ CONFIG = {
 
 
 @pytest.mark.slow
-def test_a_killed_snakemake_is_unlocked_and_rerun_to_the_tables_of_an_uninterrupted_run(tmp_path):
+def test_a_killed_snakemake_reruns_to_the_tables_of_an_uninterrupted_run(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     for workdir in (whole, killed):
         workdir.mkdir()
@@ -72,10 +72,11 @@ def test_a_killed_snakemake_is_unlocked_and_rerun_to_the_tables_of_an_uninterrup
     os.killpg(tree.pid, signal.SIGKILL)  # Snakemake and every job it started, at once
     tree.wait()
     assert not (killed / "results/tables/summary.csv").exists()
-    locked = snakemake(killed, "all", "--cores", "2", check=False)
-    assert locked.returncode != 0 and "locked" in (locked.stdout + locked.stderr).lower()
-    snakemake(killed, "--unlock")
-    snakemake(killed, "all", "--cores", "2", "--rerun-incomplete")
+    rerun = snakemake(killed, "all", "--cores", "2", "--rerun-incomplete", check=False)
+    if rerun.returncode != 0:  # the kill left the directory locked: the README's `--unlock`, then the same command
+        assert "locked" in (rerun.stdout + rerun.stderr).lower()
+        snakemake(killed, "--unlock")
+        snakemake(killed, "all", "--cores", "2", "--rerun-incomplete")
     for name in ("summary.csv", "reproduction.csv"):
         assert (killed / "results/tables" / name).read_text() == (whole / "results/tables" / name).read_text()
     metrics = [pd.read_parquet(d / "results/runs/ft/default/seed0/metrics.parquet") for d in (whole, killed)]

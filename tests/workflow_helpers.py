@@ -36,8 +36,8 @@ def write_config(workdir: Path, config: dict) -> None:
 def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job a `snakemake -n` run would execute."""
     jobs = []
-    for block in re.split(r"\n(?=\[[^\]]+\]\n|rule |localrule )", dry_run_output):
-        match = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+    for block in re.split(r"\n(?=\[[^\]]+\]\n|rule |localrule |checkpoint |localcheckpoint )", dry_run_output):
+        match = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
         if not match:
             continue
         wildcards = {}

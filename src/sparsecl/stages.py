@@ -25,6 +25,7 @@ from .io import (
     remove_stale_temporaries,
     save_torch,
     split_timing,
+    write_json,
     write_parquet,
 )
 from .methods import EvalContext, TaskContext, get_method
@@ -184,14 +185,18 @@ def train(
     result = method.train_stage(ctx)
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
+    prov.update(result.extra.get("provenance", {}))  # e.g. the unlabeled pool a stage distilled on
     stored = file_provenance(run, scenario, task, stage)
     log_rows, timing = split_timing(result.log_rows)
     prov.update(timing)
     tables = {Path(out_model).parent / f"{name}.parquet": table for name, table in result.tables.items()}
-    with all_or_none(out_masks, out_log, out_model, *tables):
+    files = {Path(out_model).parent / name: obj for name, obj in result.files.items()}
+    with all_or_none(out_masks, out_log, out_model, *tables, *files):
         save_torch(out_masks, {**_to_cpu(result.masks), "provenance": stored})
         for path, table in tables.items():
             write_parquet(path, table, prov)
+        for path, obj in files.items():
+            write_json(path, obj) if path.suffix == ".json" else save_torch(path, _to_cpu(obj))
         write_parquet(out_log, log_rows, prov)
         state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
         save_torch(out_model, state)
@@ -244,6 +249,7 @@ def evaluate(
         )
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
+    prov.update(ctx.extra.get("provenance", {}))
     write_parquet(out, rows, prov)
 
 

@@ -35,8 +35,9 @@ localrules:
 
 
 rule summarize:
-    input:
-        unpack(summarize_inputs),
+    input:  # named, not unpacked: an eval file may wait for a checkpoint (e.g. tickets_bu)
+        config="results/runs/{experiment}/{point}/seed{seed}/config.yaml",
+        evals=lambda wildcards: summarize_inputs(wildcards)["evals"],
     output:
         metrics="results/runs/{experiment}/{point}/seed{seed}/metrics.parquet",
         matrix="results/runs/{experiment}/{point}/seed{seed}/accuracy_matrix.csv",

@@ -39,8 +39,11 @@ class DeviceData:
         tensor = (
             torch.from_numpy(np.array(images, dtype=np.uint8)).to(device).permute(0, 3, 1, 2)
         )  # copies a read-only memmap
-        memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        tensor = tensor.contiguous(memory_format=memory_format)
+        if device.type == "cuda":
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        else:  # standard strides: with one channel the permuted strides pass as contiguous too,
+            # and CPU conv backward corrupts memory on them (torch 2.14)
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
         stats = dict(device=device, dtype=torch.float32)
         return cls(
             images=tensor,

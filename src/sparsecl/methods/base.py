@@ -73,6 +73,7 @@ class TaskResult:
     tables: dict[str, list[dict[str, Any]]] = field(
         default_factory=dict
     )  # rows, written as <name>.parquet beside the model
+    files: dict[str, Any] = field(default_factory=dict)  # file name -> object beside the model (.json or torch)
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """`fit`: the multi-epoch loop every offline method shares, with epoch-level resume.
 
+`fit_epochs` is the same loop around any one-epoch function (a method with several data
+streams per step brings its own).
+
 After every epoch the full training state (model, optimiser, scheduler, generator, method
 state, best-so-far) is written atomically to the task's resume file. A job killed mid-task and
 rerun continues from the last completed epoch and ends bit-identical (CPU) to an uninterrupted
@@ -46,6 +49,43 @@ def fit(
     With `score`, the epoch with the highest score is kept (model and method state restored
     at the end), otherwise the last epoch is.
     """
+
+    def run_epoch(epoch: int) -> EpochStats:
+        return train_epoch(
+            ctx.model,
+            optimizer,
+            ctx.data,
+            idx,
+            epoch=epoch,
+            batch_size=batch_size,
+            generator=ctx.generator,
+            augment=augment,
+            loss_fn=loss_fn,
+            after_backward=after_backward,
+            after_step=after_step,
+        )
+
+    rows, _ = fit_epochs(ctx, run_epoch, optimizer, scheduler, epochs=epochs, method_state=method_state, score=score)
+    return rows
+
+
+def fit_epochs(
+    ctx: TaskContext,
+    run_epoch: Callable[[int], EpochStats],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    epochs: int,
+    method_state: Stateful | None = None,
+    score: Callable[[EpochStats], float] | None = None,
+    restore_best: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The resumable epoch loop behind `fit`, for any one-epoch function (e.g. several data streams).
+
+    Returns the log rows and the best epoch's snapshot (`score`, `epoch`, `model`, `method_state`;
+    None without `score`). `restore_best=False` leaves the last epoch in the model, for methods
+    that continue from the last epoch but also keep the best one.
+    """
     model = ctx.model
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
@@ -62,19 +102,7 @@ def fit(
         rows, best, start = saved["rows"], saved["best"], saved["epoch"] + 1
         ctx.log(f"resumed task {ctx.task} after epoch {start} from {ctx.resume_path}")
     for epoch in range(start, epochs):
-        stats = train_epoch(
-            model,
-            optimizer,
-            ctx.data,
-            idx,
-            epoch=epoch,
-            batch_size=batch_size,
-            generator=ctx.generator,
-            augment=augment,
-            loss_fn=loss_fn,
-            after_backward=after_backward,
-            after_step=after_step,
-        )
+        stats = run_epoch(epoch)
         row = {
             "task": ctx.task,
             "epoch": epoch,
@@ -112,10 +140,12 @@ def fit(
             },
         )
     if best is not None:
-        model.load_state_dict(best["model"])
-        if method_state is not None:
-            method_state.load_state_dict(best["method_state"])
-        ctx.log(f"task {ctx.task}: kept epoch {best['epoch'] + 1} (score {best['score']:.2f})")
+        if restore_best:
+            model.load_state_dict(best["model"])
+            if method_state is not None:
+                method_state.load_state_dict(best["method_state"])
+        line = f"epoch {best['epoch'] + 1} (score {best['score']:.2f})"
+        ctx.log(f"task {ctx.task}: kept {line}" if restore_best else f"task {ctx.task}: best {line}; the last is kept")
         for row in rows:
             row["selected"] = row["epoch"] == best["epoch"]
-    return rows
+    return rows, best

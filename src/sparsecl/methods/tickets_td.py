@@ -1,0 +1,140 @@
+"""`tickets_td`: top-down lifelong pruning (Lifelong Tickets, upstream main_TD.py).
+
+Per task t (stages of one task, each its own job):
+  retrieve   (t >= 1) unlabeled images and teacher logits from task t-1's best model;
+  train      task t by lottery teaching, under the ticket of task t-1 after its rewind (task 0:
+             dense from the seeded init, whose conv weights it saves as `init.pt`); writes the
+             best-validation model (`model.pt`, the next retrieval's teacher) and the last epoch (`last.pt`);
+  prune<r>   r = 1..n_t with n_t = `prune_schedule[t]`: remove `prune_fraction` of the remaining
+             conv weights by global magnitude; rounds r < n_t then retrain `retrain_epochs` at
+             `retrain_lr` with task t's loss. prune<n_t> is task t's ticket (the model evaluated
+             after task t; its density is (1 - fraction)^(n_0 + ... + n_t));
+  final      (last task) rewind and retrain the last task once more under the last ticket.
+The next task's `train` (and `final`) starts from the ticket with its conv weights rewound
+(`rewind`): `zero` to the seeded init, `best` to task t's best-validation weights, `rand` to a
+fresh draw, `none` keeps them; the mask is kept, BatchNorm and both head sets are never rewound.
+
+Protocols: `faithful` prunes the last epoch of `train` and of each retraining round while the
+best-validation model teaches (upstream); `standard` prunes the best-validation model of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from ..io import load_torch
+from ..sparse import apply_masks, reinitialise
+from ..sparse.imp import Masks, conv_parameters, dense_masks, magnitude_prune, remaining_percent
+from .base import TaskContext, TaskResult, register_method
+from .tickets import (
+    PruneArgs,
+    TicketsMethod,
+    best_state,
+    current_masks,
+    full_schedule,
+    train_current_task,
+    validation_score,
+)
+
+REWINDS = ("zero", "best", "rand", "none")
+
+
+@dataclass(frozen=True)
+class TDArgs(PruneArgs):
+    prune_schedule: tuple[int, ...] = (1, 1, 2, 3, 5)
+    rewind: str = "zero"
+
+    def check(self, run) -> None:
+        super().check(run)
+        if len(self.prune_schedule) != run.scenario.num_tasks or min(self.prune_schedule, default=0) < 1:
+            raise ConfigError(
+                f"method_args.prune_schedule: expected {run.scenario.num_tasks} prune counts >= 1 (one per task),"
+                f" got {list(self.prune_schedule)}"
+            )
+        if self.rewind not in REWINDS:
+            raise ConfigError(f"method_args.rewind: expected one of {REWINDS}, got {self.rewind!r}")
+
+
+@torch.no_grad()
+def rewind(ctx: TaskContext, mode: str, masks: Masks) -> None:
+    """Rewind the conv weights of `ctx.model` (the ticket) and re-apply its mask."""
+    params = conv_parameters(ctx.model)
+    if mode in ("zero", "best"):
+        if "rewind" not in ctx.inputs:
+            raise ConfigError(f"stage {ctx.stage}: method_args.rewind {mode} needs --input rewind=<weights file>")
+        source = load_torch(ctx.inputs["rewind"], map_location=ctx.device)["state_dict"]
+        for name, param in params.items():
+            param.copy_(source[name])
+    elif mode == "rand":
+        reinitialise(params, dense_masks(params), ctx.generator)
+    apply_masks(params, masks)
+    ctx.log(f"task {ctx.task}: conv weights rewound ({mode}), {remaining_percent(masks):.2f}% kept")
+
+
+@register_method("tickets_td")
+class TicketsTD(TicketsMethod):
+    stages = ("retrieve", "train", "prune", "final")
+    rounds = ("prune",)
+    args_type = TDArgs
+
+    def stage_train(self, ctx: TaskContext, args: TDArgs, _round: int) -> TaskResult:
+        files, masks = {}, None
+        if ctx.task == 0:
+            files["init.pt"] = {"state_dict": {n: p.detach().clone() for n, p in conv_parameters(ctx.model).items()}}
+        else:
+            masks = current_masks(ctx)
+            rewind(ctx, args.rewind, masks)
+        trained = train_current_task(
+            ctx, args, full_schedule(ctx), masks=masks, score=validation_score(ctx), restore_best=False
+        )
+        files["last.pt"] = {"state_dict": ctx.model.state_dict()}
+        return TaskResult(
+            model_state=best_state(trained, ctx),
+            masks={"mask": masks} if masks is not None else {},
+            extra={"provenance": trained.provenance},
+            log_rows=trained.rows,
+            files=files,
+        )
+
+    def stage_prune(self, ctx: TaskContext, args: TDArgs, round_: int) -> TaskResult:
+        rounds = args.prune_schedule[ctx.task]
+        if round_ > rounds:
+            raise ConfigError(
+                f"--stage prune{round_}: method_args.prune_schedule gives task {ctx.task} {rounds} prunes"
+            )
+        params = conv_parameters(ctx.model)
+        masks = magnitude_prune(params, current_masks(ctx), args.prune_fraction)
+        apply_masks(params, masks)
+        remaining = remaining_percent(masks)
+        ctx.log(f"task {ctx.task}: prune {round_}/{rounds}, {remaining:.2f}% of the conv weights remain")
+        rows, provenance = [{"task": ctx.task, "stage": ctx.stage, "remaining_weights": remaining}], {}
+        if round_ < rounds:
+            trained = train_current_task(
+                ctx,
+                args,
+                args.retrain_schedule(),
+                masks=masks,
+                score=validation_score(ctx),
+                restore_best=ctx.run.protocol != "faithful",
+            )
+            rows, provenance = trained.rows, trained.provenance
+        return TaskResult(
+            model_state=ctx.model.state_dict(), masks={"mask": masks}, extra={"provenance": provenance}, log_rows=rows
+        )
+
+    def stage_final(self, ctx: TaskContext, args: TDArgs, _round: int) -> TaskResult:
+        last = ctx.scenario.spec.num_tasks - 1
+        if ctx.task != last:
+            raise ConfigError(f"--stage final: only the last task ({last}) is retrained, got task {ctx.task}")
+        masks = current_masks(ctx)
+        rewind(ctx, args.rewind, masks)
+        trained = train_current_task(ctx, args, full_schedule(ctx), masks=masks, score=validation_score(ctx))
+        return TaskResult(
+            model_state=ctx.model.state_dict(),
+            masks={"mask": masks},
+            extra={"provenance": trained.provenance},
+            log_rows=trained.rows,
+        )

@@ -1,0 +1,314 @@
+"""The tickets stages run in-process on digits (CPU), chained the way the workflow chains them.
+
+Specification: tickets only shrink under top-down pruning and only grow under bottom-up
+regrowth; pruned weights stay zero while a ticket trains; a rewind resets conv weights only;
+retrieval picks unlabeled images that are neither scenario nor test images; under the standard
+protocol no training stage opens the test split; a stage is reproducible and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sparsecl import stages
+from sparsecl.config import RunConfig, TrainConfig, dump_run_config
+from sparsecl.data import get_dataset, load_split
+from sparsecl.errors import ConfigError
+from sparsecl.io import load_torch, read_parquet_provenance, write_text
+from sparsecl.methods import training
+from sparsecl.methods.tickets_td import rewind
+from sparsecl.methods.tickets_unlabeled import HELD_OUT_DEVIATION, frozen_views, normalise
+from sparsecl.models import create_backbone
+from sparsecl.scenarios import ScenarioSpec
+from sparsecl.sparse.imp import conv_parameters, remaining_percent
+
+CPU = torch.device("cpu")
+SCENARIO = ScenarioSpec(num_tasks=2, classes_per_task=2, validation_fraction=0.1, exemplars_per_class=5)
+LOTTERY = {"unlabeled_source": "held_out_classes", "unlabeled_per_exemplar": 10}
+PRUNING = {**LOTTERY, "retrain_epochs": 1, "retrain_lr": 0.01}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> SimpleNamespace:
+    """The digits data twice: complete, and without its test arrays (what training stages may read)."""
+    root = tmp_path_factory.mktemp("digits")
+    get_dataset("digits").prepare(root / "raw", root / "data", 0)
+    scenario = root / f"{SCENARIO.id}.json"
+    stages.make_scenario("digits", root / "data", json.dumps(dataclasses.asdict(SCENARIO)), scenario)
+    blind = root / "no_test"
+    shutil.copytree(root / "data", blind)
+    shutil.rmtree(blind / "test")
+    test = {"test_images": root / "data/test/images.npy", "test_labels": root / "data/test/labels.npy"}
+    return SimpleNamespace(data=root / "data", blind=blind, scenario=scenario, test=test)
+
+
+class Run:
+    """One run's directory; `stage` trains one stage the way its workflow rule calls it."""
+
+    def __init__(self, root: Path, digits, method: str, protocol: str = "standard", **method_args) -> None:
+        self.root, self.digits = root, digits
+        self.config = RunConfig(
+            run_id=f"{method}/default/seed0", experiment=method, point="default", seed=0, method=method,
+            dataset="digits", backbone="preact_resnet18_tickets", backbone_args={"width": 4}, protocol=protocol,
+            scenario=SCENARIO, train=TrainConfig(epochs=2, batch_size=64, lr=0.1, weight_decay=5e-4),
+            method_args=method_args,
+        )  # fmt: skip
+        write_text(root / "config.yaml", dump_run_config(self.config))
+
+    def dir(self, task: int, stage: str) -> Path:
+        return self.root / f"task{task}" / stage
+
+    def stage(self, task, stage, prev=None, masks=None, model="model.pt", data=None, **inputs) -> Path:
+        """Train `stage` of `task` from the stage dir `prev` (masks from `masks`, default `prev`)."""
+        out = self.dir(task, stage)
+        stages.train(
+            self.root / "config.yaml", data or self.digits.blind, self.digits.scenario, task,
+            prev / model if prev else None, (masks or prev) / "masks.pt" if prev else None,
+            out / "model.pt", out / "masks.pt", out / "train_log.parquet",
+            self.root / "resume" / f"task{task}-{stage}.pt", CPU, stage=stage, inputs=inputs,
+        )  # fmt: skip
+        return out
+
+    def evaluate(self, task: int, stage: str, masks: list[Path]) -> pd.DataFrame:
+        out = self.dir(task, stage) / "eval.parquet"
+        model = self.dir(task, stage) / "model.pt"
+        stages.evaluate(self.root / "config.yaml", self.digits.data, self.digits.scenario, task, model, masks, out, CPU)
+        return pd.read_parquet(out)
+
+    def retrieve(self, task: int, teacher: Path) -> dict:
+        return {"unlabeled": self.stage(task, "retrieve", teacher) / "unlabeled.pt"}
+
+
+def masks_of(stage_dir: Path) -> dict[str, torch.Tensor]:
+    return load_torch(stage_dir / "masks.pt")["mask"]
+
+
+def contains(outer: dict, inner: dict) -> bool:
+    return all(not (inner[n] & ~outer[n]).any() for n in inner)
+
+
+def state(stage_dir: Path) -> dict[str, torch.Tensor]:
+    return load_torch(stage_dir / "model.pt")["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def td(digits, tmp_path_factory) -> Run:
+    """tickets_td with prune_schedule [1, 2], standard protocol, on data without its test split."""
+    run = Run(tmp_path_factory.mktemp("td"), digits, "tickets_td", prune_schedule=[1, 2], **PRUNING)
+    train0 = run.stage(0, "train")
+    run.stage(0, "prune1", train0)
+    unlabeled = run.retrieve(1, train0)
+    init = {"rewind": train0 / "init.pt"}
+    train1 = run.stage(1, "train", run.dir(0, "prune1"), **unlabeled, **init)
+    run.stage(1, "prune1", train1, **unlabeled)
+    run.stage(1, "prune2", run.dir(1, "prune1"))
+    run.stage(1, "final", run.dir(1, "prune2"), **unlabeled, **init)
+    return run
+
+
+@pytest.fixture(scope="module")
+def bu(digits, tmp_path_factory) -> Run:
+    """tickets_bu forced to regrow (negative accept_decay), standard protocol, data without its test split."""
+    args = {**PRUNING, "max_rounds": 2, "base_sparsity": 30.0, "accept_decay": -100.0}
+    run = Run(tmp_path_factory.mktemp("bu"), digits, "tickets_bu", **args)
+    train0 = run.stage(0, "train")
+    run.stage(0, "imp2", run.stage(0, "imp1", train0))
+    unlabeled = run.retrieve(1, train0)
+    train1 = run.stage(1, "train", train0, **unlabeled)
+    ticket = run.stage(1, "ticket", train0, masks=run.dir(0, "imp2"), dense=train1 / "model.pt", **unlabeled)
+    run.stage(1, "regrow1", train1, masks=ticket, **unlabeled)
+    run.stage(1, "regrow2", run.dir(1, "regrow1"), **unlabeled)
+    return run
+
+
+def test_top_down_tickets_have_the_scheduled_densities_and_only_shrink(td):
+    densities = [remaining_percent(masks_of(td.dir(t, s))) for t, s in ((0, "prune1"), (1, "prune1"), (1, "prune2"))]
+    assert [f"{d:.2f}" for d in densities] == ["80.00", "64.00", "51.20"]
+    assert contains(masks_of(td.dir(0, "prune1")), masks_of(td.dir(1, "prune1")))
+    assert contains(masks_of(td.dir(1, "prune1")), masks_of(td.dir(1, "prune2")))
+    for stage in ("train", "final"):  # trained under the previous ticket: pruned weights stay exactly zero
+        weights, masks = state(td.dir(1, stage)), masks_of(td.dir(1, stage))
+        assert all(not weights[n][~m].any() and weights[n][m].any() for n, m in masks.items())
+    rows = td.evaluate(1, "final", [td.dir(0, "prune1") / "masks.pt", td.dir(1, "final") / "masks.pt"])
+    assert rows["remaining_weights"].round(2).tolist() == [51.20, 51.20]
+    assert (rows["acc_cil"] >= 0).all() and set(rows["task_eval"]) == {0, 1}
+
+
+def test_the_train_stage_keeps_the_best_validation_model_and_the_last_epoch_apart(td):
+    log = pd.read_parquet(td.dir(1, "train") / "train_log.parquet")
+    assert log["selected"].sum() == 1 and {"score", "remaining_weights"} <= set(log.columns)
+    last = load_torch(td.dir(1, "train") / "last.pt")["state_dict"]
+    assert set(last) == set(state(td.dir(1, "train")))
+    init = load_torch(td.dir(0, "train") / "init.pt")["state_dict"]
+    assert set(init) == set(conv_parameters(create_backbone("preact_resnet18_tickets", 4, (8, 8, 1), width=4)))
+
+
+@pytest.mark.parametrize("mode", ["zero", "best", "rand", "none"])
+def test_a_rewind_resets_only_the_conv_weights_and_keeps_the_mask(td, mode):
+    model = create_backbone("preact_resnet18_tickets", 4, (8, 8, 1), width=4)
+    model.load_state_dict(state(td.dir(0, "prune1")))
+    before = {n: v.clone() for n, v in model.state_dict().items()}
+    masks = masks_of(td.dir(0, "prune1"))
+    sources = {"zero": td.dir(0, "train") / "init.pt", "best": td.dir(0, "train") / "model.pt"}
+    ctx = SimpleNamespace(
+        model=model, device=CPU, generator=torch.Generator().manual_seed(0), task=1, stage="train",
+        inputs={"rewind": sources[mode]} if mode in sources else {}, log=lambda _: None,
+    )  # fmt: skip
+    rewind(ctx, mode, masks)
+    after, convs = model.state_dict(), conv_parameters(model)
+    for name, value in after.items():
+        if name not in convs:
+            assert torch.equal(value, before[name]), name  # BatchNorm and both head sets keep their values
+            continue
+        mask = masks[name]
+        assert not value[~mask].any()
+        if mode in sources:
+            assert torch.equal(value[mask], load_torch(sources[mode])["state_dict"][name][mask])
+        elif mode == "none":
+            assert torch.equal(value, before[name])
+        else:
+            assert not torch.equal(value[mask], before[name][mask])
+
+
+def test_bottom_up_tickets_only_grow_and_regrowth_adds_weights_outside_the_ticket_only(bu):
+    imp1, imp2 = masks_of(bu.dir(0, "imp1")), masks_of(bu.dir(0, "imp2"))
+    assert [round(remaining_percent(m), 2) for m in (imp1, imp2)] == [80.0, 64.0] and contains(imp1, imp2)
+    ticket = masks_of(bu.dir(1, "ticket"))
+    assert all(torch.equal(ticket[n], imp2[n]) for n in ticket)  # the ticket so far, unchanged by training
+    assert json.loads((bu.dir(1, "ticket") / "decision.json").read_text())["regrow"] is True
+    first, second = load_torch(bu.dir(1, "regrow1") / "masks.pt"), load_torch(bu.dir(1, "regrow2") / "masks.pt")
+    for saved in (first, second):
+        assert all(torch.equal(saved["base"][n], ticket[n]) for n in ticket)
+        assert contains(saved["mask"], ticket)
+    outside = sum(int((~m).sum()) for m in ticket.values())
+    grown = [sum(int((s["mask"][n] & ~ticket[n]).sum()) for n in ticket) for s in (first, second)]
+    assert grown == [outside - round(0.2 * outside), grown[0] - round(0.2 * grown[0])]
+    decision = json.loads((bu.dir(1, "regrow2") / "decision.json").read_text())
+    assert decision["stop"] and decision["kept"] in (1, 2) and decision["split"] == "val"
+
+
+def test_imp_rounds_record_their_accuracy_drop_and_decision(bu):
+    first = json.loads((bu.dir(0, "imp1") / "decision.json").read_text())
+    second = json.loads((bu.dir(0, "imp2") / "decision.json").read_text())
+    assert first["stop"] is False and first["round"] == 1
+    assert second == {**second, "stop": True, "round": 2, "a_base": first["a_base"]}  # max_rounds = 2
+    log = pd.read_parquet(bu.dir(0, "imp1") / "train_log.parquet")
+    assert first["drop"] == pytest.approx(first["a_base"] - log["score"].max())
+
+
+def test_retrieval_picks_distinct_held_out_training_images_and_records_the_teachers_logits(digits, bu):
+    saved = load_torch(bu.dir(1, "retrieve") / "unlabeled.pt")
+    index = saved["index"]
+    assert len(index) == len(set(index.tolist())) == 10 * 2 * 5  # per exemplar x classes seen x exemplars
+    labels = load_split(digits.data, "train").labels[index.numpy()]
+    assert set(labels.tolist()) <= {4, 5, 6, 7, 8, 9}  # outside the 2 x 2 scenario, from the training split
+    teacher = create_backbone("preact_resnet18_tickets", 4, (8, 8, 1), width=4)
+    teacher.load_state_dict(state(bu.dir(0, "train")))
+    teacher.eval()
+    meta = json.loads((digits.data / "meta.json").read_text())
+    images = torch.from_numpy(np.array(load_split(digits.data, "train").images)[index.numpy()]).permute(0, 3, 1, 2)
+    views = frozen_views(images, saved["dy"], saved["dx"], saved["flip"], padding=0)
+    stats = SimpleNamespace(
+        mean=torch.tensor(meta["mean"]).view(1, -1, 1, 1), std=torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    )
+    with torch.no_grad():
+        expected = teacher.forward_heads(
+            normalise(views.clone(memory_format=torch.contiguous_format), stats), "main", 1
+        )
+    torch.testing.assert_close(saved["z_main"], expected)
+    assert saved["z_random"].shape == (len(index), 2) and saved["deviation"] == HELD_OUT_DEVIATION
+
+
+def test_the_unlabeled_deviation_is_in_the_provenance_of_training_logs_and_evaluations(bu):
+    assert (
+        read_parquet_provenance(bu.dir(1, "train") / "train_log.parquet")["unlabeled_deviation"] == HELD_OUT_DEVIATION
+    )
+    rows = bu.evaluate(1, "ticket", [bu.dir(0, "imp2") / "masks.pt", bu.dir(1, "ticket") / "masks.pt"])
+    assert rows["remaining_weights"].round(2).tolist() == [64.0, 64.0]
+    prov = read_parquet_provenance(bu.dir(1, "ticket") / "eval.parquet")
+    assert prov["unlabeled_deviation"] == HELD_OUT_DEVIATION and prov["unlabeled_source"] == "held_out_classes"
+
+
+def test_dense_lottery_teaching_trains_on_the_streams_and_keeps_every_weight(digits, tmp_path):
+    run = Run(tmp_path, digits, "tickets_cil", **LOTTERY)
+    train0 = run.stage(0, "train")
+    train1 = run.stage(1, "train", train0, **run.retrieve(1, train0))
+    assert set(load_torch(train1 / "masks.pt")) == {"provenance"}  # a dense learner has no masks
+    rows = run.evaluate(1, "train", [train0 / "masks.pt", train1 / "masks.pt"])
+    assert rows["remaining_weights"].tolist() == [100.0, 100.0]
+    assert rows.set_index("task_eval").loc[0, "acc_til"] > 50  # the old task survives (two classes per task)
+    log = pd.read_parquet(train1 / "train_log.parquet")
+    assert len(log) == 2 and (log["stage"] == "train").all() and log["loss"].iloc[1] < log["loss"].iloc[0]
+
+
+def test_faithful_stopping_rules_read_the_test_split_only_when_it_is_declared(digits, tmp_path):
+    run = Run(tmp_path, digits, "tickets_bu", protocol="faithful", **PRUNING)
+    train0 = run.stage(0, "train")
+    with pytest.raises(ConfigError, match="protocol faithful stops on test accuracy"):
+        run.stage(0, "imp1", train0)
+    decision = json.loads((run.stage(0, "imp1", train0, **digits.test) / "decision.json").read_text())
+    assert decision["split"] == "test" and decision["a_base"] > 0
+
+
+def test_the_same_config_and_seed_reproduce_a_stage_exactly(bu, tmp_path):
+    again = Run(tmp_path, bu.digits, "tickets_bu", **bu.config.method_args)
+    imp1 = again.stage(0, "imp1", bu.dir(0, "train"))
+    for name, value in state(bu.dir(0, "imp1")).items():
+        assert torch.equal(state(imp1)[name], value), name
+    assert (imp1 / "decision.json").read_text() == (bu.dir(0, "imp1") / "decision.json").read_text()
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_a_lottery_teaching_stage_killed_mid_training_resumes_to_the_same_result(bu, tmp_path, monkeypatch, capsys):
+    unlabeled = {"unlabeled": bu.dir(1, "retrieve") / "unlabeled.pt"}
+    dense = {"dense": bu.dir(1, "train") / "model.pt"}
+    args = (1, "ticket", bu.dir(0, "train"))
+    killed = Run(tmp_path, bu.digits, "tickets_bu", **bu.config.method_args)
+    real_save = training.save_torch
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        raise Killed("killed after the first epoch")
+
+    monkeypatch.setattr(training, "save_torch", save_then_die)
+    with pytest.raises(Killed):
+        killed.stage(*args, masks=bu.dir(0, "imp2"), **unlabeled, **dense)
+    assert not (killed.dir(1, "ticket") / "model.pt").exists()
+    monkeypatch.setattr(training, "save_torch", real_save)
+    capsys.readouterr()
+    resumed = killed.stage(*args, masks=bu.dir(0, "imp2"), **unlabeled, **dense)
+    assert "resumed task 1 after epoch 1" in capsys.readouterr().out
+    for name, value in state(bu.dir(1, "ticket")).items():
+        assert torch.equal(state(resumed)[name], value), name
+    assert (resumed / "decision.json").read_text() == (bu.dir(1, "ticket") / "decision.json").read_text()
+
+
+@pytest.mark.parametrize(
+    "method,args,stage,message",
+    [
+        ("tickets_td", {"prune_schedule": [1, 1, 2]}, "train", "method_args.prune_schedule: expected 2 prune counts"),
+        ("tickets_td", {"rewind": "later"}, "train", "method_args.rewind"),
+        ("tickets_td", {}, "prune", "--stage: method tickets_td has stages retrieve, train, prune<round>, final"),
+        ("tickets_cil", {}, "prune1", "--stage: method tickets_cil has stages retrieve, train"),
+        ("tickets_bu", {"max_rounds": 0}, "train", "method_args.max_rounds"),
+        ("tickets_cil", {"unlabeled_source": "web"}, "train", "method_args.unlabeled_source"),
+    ],
+)
+def test_bad_settings_are_one_line_config_errors(digits, tmp_path, method, args, stage, message):
+    valid = {"prune_schedule": [1, 1]} if method == "tickets_td" else {}
+    run = Run(tmp_path, digits, method, **{**valid, **args})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run.stage(0, stage)

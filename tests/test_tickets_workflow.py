@@ -1,0 +1,104 @@
+"""End to end: the tickets_td and tickets_bu demo experiments of config/config.yaml in the real workflow.
+
+Every stage of the procedure is a job (training, each prune round, each IMP and regrowth round);
+the bottom-up rounds appear through checkpoints as their decisions come in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from sparsecl.io import load_torch
+
+from .workflow_helpers import ROOT, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+DEMO = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+CONFIG = {
+    "seeds": [0],
+    "experiments": {name: DEMO["experiments"][name] for name in ("tickets_td", "tickets_bu")},
+}
+RUNS = "results/runs/{}/default/seed0"
+
+
+def jobs_of(output: str) -> list[tuple[str, str, str]]:
+    return sorted((rule, w.get("task", ""), w.get("round", "")) for rule, w in planned_jobs(output) if w)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tickets_workflow")
+    write_config(workdir, CONFIG)
+    planned = jobs_of(snakemake(workdir, "-n", "all").stdout)
+    snakemake(workdir, "all", "--cores", "2")
+    return workdir, planned
+
+
+def test_the_top_down_dag_shows_every_training_and_prune_round_before_anything_runs(finished):
+    _, planned = finished
+    td = [job for job in planned if job[0].startswith("tickets_td")]
+    assert td == [
+        ("tickets_td_final", "2", ""),
+        ("tickets_td_prune", "0", "1"),
+        ("tickets_td_prune", "1", "1"),
+        ("tickets_td_prune", "2", "1"),
+        ("tickets_td_prune", "2", "2"),
+        ("tickets_td_train", "1", ""),
+        ("tickets_td_train", "2", ""),
+        ("tickets_td_train_first", "0", ""),
+    ]
+    assert [job for job in planned if job[0] == "tickets_retrieve"] == [("tickets_retrieve", t, "") for t in "12"]
+    bu = [job for job in planned if job[0].startswith("tickets_bu") or job[0] == "tickets_train_dense"]
+    assert bu == [("tickets_bu_imp", "0", "1"), ("tickets_train_dense", "0", "")]  # the rest follow the decisions
+
+
+def test_the_tables_carry_standard_accuracy_and_remaining_weights_per_task(finished):
+    workdir, _ = finished
+    summary = pd.read_csv(workdir / "results/tables/summary.csv").set_index(["experiment", "setting"])
+    for name in ("tickets_td", "tickets_bu"):
+        row = summary.loc[(name, "cil")]
+        assert 100 / 6 < row["acc_mean"] <= 100 and 0 < row["remaining_weights_mean"] <= 100
+    curves = pd.read_parquet(workdir / RUNS.format("tickets_td") / "curves.parquet")
+    weights = curves[(curves["setting"] == "cil") & (curves["metric"] == "remaining_weights")]["value"]
+    assert [round(v, 2) for v in weights] == [80.00, 64.00, 40.96]
+    assert "remaining_weights" in (workdir / "results/tables/summary.md").read_text()
+
+
+def test_bottom_up_rounds_ran_as_their_decisions_asked_and_the_tickets_only_grow(finished):
+    workdir, _ = finished
+    run = workdir / RUNS.format("tickets_bu")
+    assert json.loads((run / "task0/imp1/decision.json").read_text())["stop"]  # max_rounds 1
+    masks = [load_torch(run / "task0/imp1/masks.pt")["mask"]]
+    for task in (1, 2):
+        stage = "ticket"
+        if json.loads((run / f"task{task}/ticket/decision.json").read_text())["regrow"]:
+            decision = json.loads((run / f"task{task}/regrow1/decision.json").read_text())
+            stage = "regrow1" if decision["kept"] else "ticket"
+        assert (run / f"task{task}/{stage}/eval.parquet").exists()
+        masks.append(load_torch(run / f"task{task}/{stage}/masks.pt")["mask"])
+    for before, after in zip(masks, masks[1:]):
+        assert all(not (before[n] & ~after[n]).any() for n in before)
+
+
+def test_a_finished_run_has_nothing_left_to_do(finished):
+    workdir, _ = finished
+    assert planned_jobs(snakemake(workdir, "-n", "all").stdout) == []
+
+
+def test_faithful_runs_prune_the_last_epoch_and_declare_the_test_split_for_stopping_rules(tmp_path):
+    config = copy.deepcopy(CONFIG)
+    for experiment in config["experiments"].values():
+        experiment["protocol"] = "faithful"
+    write_config(tmp_path, config)
+    output = snakemake(tmp_path, "-n", "-p", "all").stdout
+    prune = next(block for block in output.split("\n\n") if "--stage prune1" in block and "--task 0" in block)
+    assert "task0/train/last.pt" in prune
+    imp = next(block for block in output.split("\n\n") if "--stage imp1" in block)
+    assert "--input test_images=resources/data/digits/test/images.npy" in imp
+    assert not any("test_images" in block for block in output.split("\n\n") if "--stage train" in block)

@@ -7,7 +7,7 @@ TICKETS_SHELL = (
     "sparsecl train --config {input.config} --data-dir {params.data_dir}"
     " --scenario {input.scenario} --task {wildcards.task} --stage {params.stage} {params.inputs}"
     " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
-    " --resume {params.resume} --device {params.device} --threads {threads} > {log} 2>&1"
+    " --resume {params.resume} --device {params.device} --threads {threads} >> {log} 2>&1"
 )
 _STANDARD_INPUTS = ("config", "meta", "scenario", "prev_model", "prev_masks")
 

@@ -38,6 +38,7 @@ rule summarize:
     input:  # named, not unpacked: an eval file may wait for a checkpoint (e.g. tickets_bu)
         config="results/runs/{experiment}/{point}/seed{seed}/config.yaml",
         evals=lambda wildcards: summarize_inputs(wildcards)["evals"],
+        extras=lambda wildcards: summarize_inputs(wildcards)["extras"],
     output:
         metrics="results/runs/{experiment}/{point}/seed{seed}/metrics.parquet",
         matrix="results/runs/{experiment}/{point}/seed{seed}/accuracy_matrix.csv",

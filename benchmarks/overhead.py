@@ -9,6 +9,7 @@ Each prints a markdown section for benchmarks/README.md. Run on an otherwise idl
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -34,9 +35,22 @@ def timed(cmd: list[str], repeat: int = 5, **kwargs) -> float:
     return statistics.median(times)
 
 
+# The stage's own process up to its first training step: the CLI exactly as `sparsecl train`
+# runs it, with the epoch loop replaced by an immediate exit.
+TO_FIRST_STEP = """
+import os, sys
+from sparsecl.methods import training
+training.train_epoch = lambda *args, **kwargs: os._exit(0)
+sys.argv = ["sparsecl", *sys.argv[1:]]
+from sparsecl.cli import main
+main()
+"""
+
+
 def stage() -> None:
     """A digits training stage of one epoch (fixed cost dominates) as a fresh process and through
-    the stage server, against a bare `python -c "import torch"`."""
+    the stage server, and the same process up to its first training step, against a bare
+    `python -c "import torch"`."""
     from stage_helpers import make_run
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,6 +65,7 @@ def stage() -> None:
         torch_import = timed([sys.executable, "-c", "import torch"])
         env = {k: v for k, v in os.environ.items() if k != "SPARSECL_SERVER"}
         fresh = timed([sys.executable, "-m", "sparsecl.launcher", *train], env=env)
+        first_step = timed([sys.executable, "-c", TO_FIRST_STEP, *train], env=env)
         address = root / "server.sock"
         server = subprocess.Popen([sys.executable, "-m", "sparsecl.cli", "serve", "--socket", str(address)])
         while not address.exists():
@@ -61,36 +76,86 @@ def stage() -> None:
     print("| what (median of 5, wall) | seconds | vs `import torch` |")
     print("|---|---|---|")
     print(f"| `python -c 'import torch'` | {torch_import:.2f} | 1.00x |")
+    print(f"| digits train stage, own process, start to its first training step | {first_step:.2f} |"
+          f" {first_step / torch_import:.2f}x |")  # fmt: skip
     print(f"| digits train stage, 1 epoch, own process | {fresh:.2f} | {fresh / torch_import:.2f}x |")
     print(f"| the same through the stage server | {served:.2f} | {served / torch_import:.2f}x |")
     print(f"| `sparsecl --help` | {help_time:.2f} | {help_time / torch_import:.2f}x |")
 
 
+BARE_SNAKEFILE = """
+import json
+TASKS = json.load(open(config["tasks"]))  # run id -> number of tasks
+rule all:
+    input: [f"r/{run}/metrics" for run in TASKS]
+rule data:
+    output: "d/meta.json", "d/scenario.json"
+    shell: "touch {output}"
+rule run_config:
+    output: "r/{e}/{p}/{s}/config.yaml"
+    shell: "touch {output}"
+def task_inputs(w):
+    files = {"config": f"r/{w.e}/{w.p}/{w.s}/config.yaml", "meta": "d/meta.json", "scenario": "d/scenario.json"}
+    if int(w.t):
+        files |= {n: f"r/{w.e}/{w.p}/{w.s}/task{int(w.t) - 1}/{n}" for n in ("model", "masks")}
+    return files
+rule train:
+    input: unpack(task_inputs)
+    output: model="r/{e}/{p}/{s}/task{t}/model", masks="r/{e}/{p}/{s}/task{t}/masks", log="r/{e}/{p}/{s}/task{t}/log", evaluation="r/{e}/{p}/{s}/task{t}/eval"
+    shell: "touch {output}"
+rule summarize:
+    input: lambda w: [f"r/{w.e}/{w.p}/{w.s}/task{t}/eval" for t in range(TASKS[f"{w.e}/{w.p}/{w.s}"])]
+    output: "r/{e}/{p}/{s}/metrics"
+    shell: "touch {output}"
+"""
+
+
+def dry_run(snakefile: Path, workdir: str, config: list[str], *flags: str) -> tuple[int, float]:
+    """Jobs and wall seconds of `snakemake -n all`, in the tests' local environment: where SLURM is
+    installed but no controller runs, the SLURM plugin's import-time `scontrol` call would add a
+    10 s wait that a machine without SLURM (or a cluster's login node) does not have."""
+    from workflow_helpers import local_env
+
+    cmd = [sys.executable, "-m", "snakemake", "-n", "all", *flags, "--snakefile", str(snakefile),
+           "--directory", workdir, *config]  # fmt: skip
+    started = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=local_env())
+    seconds = time.perf_counter() - started
+    jobs = int(next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("total")))
+    return jobs, seconds
+
+
 def plan() -> None:
     """`snakemake -n` of the CL-with-DST paper grid and of parts of it (the README settings plus
-    one or two of the four sweeps), to show that planning grows linearly with the jobs."""
+    one or two of the four sweeps), to show that planning grows linearly with the jobs; and, as
+    the floor, a bare Snakefile with the same runs, tasks and files per task (no params,
+    resources, logs or config checks): what Snakemake itself costs for a DAG of that shape."""
+    from sparsecl.experiments import load_schema, plan_runs
+
     paper = yaml.safe_load((ROOT / "config/papers/cl-with-dst.yaml").read_text())
+    schema = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
     names = list(paper["experiments"])
     readme = [n for n in names if not n.startswith("sweep_")]
     sweeps = [n for n in names if n.startswith("sweep_")]
-    rows = []
+    print(
+        "| grid | jobs | `snakemake -n` (s) | ms per job | with `--quiet` (s) | bare Snakefile, same shape: jobs, s |"
+    )
+    print("|---|---|---|---|---|---|")
     for label, keep in (("README + 1 sweep", readme + sweeps[:1]), ("README + 2 sweeps", readme + sweeps[:2]),
                         ("full", names)):  # fmt: skip
         config = dict(paper, experiments={n: paper["experiments"][n] for n in keep})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
             path.write_text(yaml.safe_dump(config))
-            cmd = [sys.executable, "-m", "snakemake", "-n", "all", "--snakefile", str(ROOT / "Snakefile"),
-                   "--directory", tmp, "--configfile", str(path)]  # fmt: skip
-            started = time.perf_counter()
-            result = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            seconds = time.perf_counter() - started
-        jobs = int(next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("total")))
-        rows.append((label, jobs, seconds))
-    print("| grid | jobs | `snakemake -n` (s) | ms per job |")
-    print("|---|---|---|---|")
-    for label, jobs, seconds in rows:
-        print(f"| {label} | {jobs} | {seconds:.1f} | {1000 * seconds / jobs:.2f} |")
+            jobs, seconds = dry_run(ROOT / "Snakefile", tmp, ["--configfile", str(path)])
+            _, quiet = dry_run(ROOT / "Snakefile", tmp, ["--configfile", str(path)], "--quiet")
+            tasks = {p.run.run_id: p.run.scenario.num_tasks for p in plan_runs(config, schema)}
+            (Path(tmp) / "tasks.json").write_text(json.dumps(tasks))
+            (Path(tmp) / "Snakefile").write_text(BARE_SNAKEFILE)
+            bare_jobs, bare = dry_run(Path(tmp) / "Snakefile", tmp, ["--config", f"tasks={tmp}/tasks.json"])
+        print(
+            f"| {label} | {jobs} | {seconds:.1f} | {1000 * seconds / jobs:.2f} | {quiet:.1f} | {bare_jobs}, {bare:.1f} |"
+        )
 
 
 def demo() -> None:

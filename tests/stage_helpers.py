@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,9 +13,25 @@ import torch
 from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig
 from sparsecl.data import get_dataset
+from sparsecl.methods import training
 from sparsecl.scenarios import ScenarioSpec
 
 CPU = torch.device("cpu")
+
+
+def kill_in_epoch(monkeypatch, epoch: int = 3) -> Callable[[], None]:
+    """Make the `epoch`-th epoch of the shared training loop die as a killed job would (a
+    KeyboardInterrupt), after the earlier epochs saved their resume state. Returns the function
+    that puts the real loop back, for the resumed run."""
+    real, calls = training.train_epoch, itertools.count(1)
+
+    def dies(*args, **kwargs):
+        if next(calls) == epoch:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", dies)
+    return lambda: monkeypatch.setattr(training, "train_epoch", real)
 
 
 def prepare_digits(root: Path) -> Path:
@@ -21,6 +39,14 @@ def prepare_digits(root: Path) -> Path:
     if not (data_dir / "meta.json").exists():
         get_dataset("digits").prepare(root / "raw", data_dir, 0)
     return data_dir
+
+
+def digits_and_scenario(root: Path, spec: ScenarioSpec) -> tuple[Path, Path]:
+    """The digits prepared under root/data, and the scenario file of `spec` beside them."""
+    get_dataset("digits").prepare(root / "raw", root / "data", 0)
+    scenario = root / f"{spec.id}.json"
+    stages.make_scenario("digits", root / "data", json.dumps(asdict(spec)), scenario)
+    return root / "data", scenario
 
 
 def make_run(root: Path, method: str = "finetune", *, num_tasks: int = 3, seed: int = 0, protocol: str = "standard",

@@ -8,7 +8,6 @@ resumes to exactly the result of an uninterrupted run, and each task's masks fil
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,6 @@ import torch
 
 from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
-from sparsecl.data import get_dataset
 from sparsecl.errors import ConfigError
 from sparsecl.io import load_torch, write_text
 from sparsecl.methods import training
@@ -25,17 +23,15 @@ from sparsecl.methods.dst import DSTArgs, all_logit_accuracy
 from sparsecl.scenarios import ScenarioSpec
 from sparsecl.sparse import FREE, MaskFile
 
+from .stage_helpers import digits_and_scenario
+
 CPU = torch.device("cpu")
 SCENARIO = ScenarioSpec(num_tasks=3, classes_per_task=2, validation_fraction=0.1)
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("digits")
-    get_dataset("digits").prepare(root / "raw", root / "data", 0)
-    scenario = root / f"{SCENARIO.id}.json"
-    stages.make_scenario("digits", root / "data", json.dumps(dataclasses.asdict(SCENARIO)), scenario)
-    return root / "data", scenario
+    return digits_and_scenario(tmp_path_factory.mktemp("digits"), SCENARIO)
 
 
 def run_config(protocol: str = "standard", epochs: int = 3, **method_args) -> RunConfig:

@@ -34,7 +34,6 @@ from sparsecl.engine import DeviceData, autocast, train_epoch
 from sparsecl.engine.device import prepare_model
 from sparsecl.engine.loop import sliced_cross_entropy
 from sparsecl.io import load_torch, read_parquet_provenance, write_text
-from sparsecl.methods import training
 from sparsecl.models import create_backbone
 from sparsecl.scenarios import ScenarioSpec
 from sparsecl.sparse import FREE, layer_densities, maskable_parameters, random_masks
@@ -42,6 +41,7 @@ from sparsecl.sparse.masks import apply_masks, mask_factors
 from sparsecl.sparse.trainer import DSTSchedule, SparseTrainer
 
 from .fixtures.datasets import write_cifar100
+from .stage_helpers import kill_in_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -224,19 +224,11 @@ def deterministic_kernels(monkeypatch):
 def test_a_task_killed_on_cuda_resumes_to_the_uninterrupted_weights(cifar, tmp_path, monkeypatch):
     run = run_config("dst", DST_TRAIN, DST_ARGS)
     reference = train_tasks(cifar, tmp_path / "whole", run, DEVICE, tasks=1, evaluate=False)
-    real_epoch, calls = training.train_epoch, {"n": 0}
-
-    def dies_in_third_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_epoch", dies_in_third_epoch)
+    restore_epochs = kill_in_epoch(monkeypatch, epoch=3)
     with pytest.raises(KeyboardInterrupt):
         train_tasks(cifar, tmp_path / "killed", run, DEVICE, tasks=1, evaluate=False)
     assert (tmp_path / "killed" / "resume0.pt").exists()
-    monkeypatch.setattr(training, "train_epoch", real_epoch)
+    restore_epochs()
     resumed = train_tasks(cifar, tmp_path / "killed", run, DEVICE, tasks=1, evaluate=False)
     for what, part in (("model", "state_dict"), ("masks", "mask")):
         a, b = saved(reference, 0, what)[part], saved(resumed, 0, what)[part]

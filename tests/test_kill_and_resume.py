@@ -14,7 +14,7 @@ import pytest
 from sparsecl.io import save_torch
 
 from .stage_helpers import make_run, train_task
-from .workflow_helpers import ROOT, snakemake, write_config
+from .workflow_helpers import ROOT, local_env, snakemake, write_config
 
 
 def test_a_job_deletes_the_temporaries_a_resume_save_killed_half_way_left(tmp_path):
@@ -64,7 +64,7 @@ def test_a_killed_snakemake_reruns_to_the_tables_of_an_uninterrupted_run(tmp_pat
     cmd = [sys.executable, "-m", "snakemake", "all", "--cores", "2", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(killed), "--configfile", str(killed / "config.yaml")]  # fmt: skip
     tree = subprocess.Popen(
-        cmd, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd, cwd=killed, env=local_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.time() + 300
     while not (killed / "results/runs/ft/default/seed0/task0/model.pt").exists() and time.time() < deadline:

@@ -24,7 +24,7 @@ import yaml
 
 from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
-from sparsecl.data import get_dataset, load_split
+from sparsecl.data import load_split
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, write_text
 from sparsecl.methods import multistep, training
@@ -41,6 +41,8 @@ from sparsecl.multistep_config import (
 from sparsecl.scenarios import ScenarioSpec, build_scenario
 from sparsecl.sparse.channels import channel_links, reinitialise_channels, select_smallest
 
+from .stage_helpers import digits_and_scenario, kill_in_epoch
+
 CPU = torch.device("cpu")
 STEPS = 4
 SCENARIO = ScenarioSpec(kind="data", num_tasks=STEPS, chunks=(1, 1, 1, 1))
@@ -49,11 +51,7 @@ SST = {"ratio": 0.25, "s": 0.2}
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("digits")
-    get_dataset("digits").prepare(root / "raw", root / "data", 0)
-    scenario = root / f"{SCENARIO.id}.json"
-    stages.make_scenario("digits", root / "data", json.dumps(dataclasses.asdict(SCENARIO)), scenario)
-    return root / "data", scenario
+    return digits_and_scenario(tmp_path_factory.mktemp("digits"), SCENARIO)
 
 
 def run_config(method: str = "multistep", epochs: int = 3, seed: int = 0, **method_args) -> RunConfig:
@@ -347,21 +345,12 @@ def test_stages_are_deterministic_and_resume_mid_stage_to_identical_weights(digi
     b = run_stage(digits, fork(chain, tmp_path / "b", *prior), run, 1, "sst_msl")
     assert all(torch.equal(weights(a)[k], weights(b)[k]) for k in weights(a))
 
-    real_epoch = training.train_epoch
-    calls = {"n": 0}
-
-    def dies_in_third_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(*args, **kwargs)
-
     killed = fork(chain, tmp_path / "killed", *prior)
-    monkeypatch.setattr(training, "train_epoch", dies_in_third_epoch)
+    restore_epochs = kill_in_epoch(monkeypatch, epoch=3)
     with pytest.raises(KeyboardInterrupt):
         run_stage(digits, killed, run, 1, "sst_msl")
     assert not (killed / "task1/sst_msl/model.pt").exists() and (killed / "resume/task1-sst_msl.pt").exists()
-    monkeypatch.setattr(training, "train_epoch", real_epoch)
+    restore_epochs()
     resumed = run_stage(digits, killed, run, 1, "sst_msl")
     assert all(torch.equal(weights(a)[k], weights(resumed)[k]) for k in weights(a))
     assert pd.read_parquet(resumed / "train_log.parquet")["epoch"].tolist() == [0, 1, 2, 3]

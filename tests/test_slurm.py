@@ -251,25 +251,27 @@ def fault_events(slurm_run: Path, job: str) -> list[dict]:
 # ------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("stage", ["train_log", "eval"])
-def test_every_stage_ran_as_its_own_slurm_job_with_a_gpu(slurm_run, stage):
-    rule = {"train_log": "train_baseline", "eval": "evaluate"}[stage]
+def test_every_task_ran_as_its_own_slurm_job_with_a_gpu_and_was_evaluated_there(slurm_run):
     job_ids = []
     for run in RUNS:
         for task in TASKS:
-            path = slurm_run / "results/runs" / run / f"task{task}" / f"{stage}.parquet"
-            scheduler = read_parquet_provenance(path).get("scheduler", {})
-            assert scheduler.get("slurm_job_id"), f"{path}: not run by SLURM: {scheduler}"
-            assert scheduler.get("cuda_visible_devices", "") != "", f"{path}: no GPU allocated: {scheduler}"
-            job = scontrol_job(scheduler["slurm_job_id"])
+            directory = slurm_run / "results/runs" / run / f"task{task}"
+            train, evaluation = (
+                read_parquet_provenance(directory / name).get("scheduler", {})
+                for name in ("train_log.parquet", "eval.parquet")
+            )
+            assert train.get("slurm_job_id"), f"{directory}: not trained by SLURM: {train}"
+            assert train.get("cuda_visible_devices", "") != "", f"{directory}: no GPU allocated: {train}"
+            assert evaluation.get("slurm_job_id") == train["slurm_job_id"], (train, evaluation)
+            job = scontrol_job(train["slurm_job_id"])
             assert job.get("JobState") == "COMPLETED", job
             # the job was submitted for exactly this rule and these wildcards ...
             experiment, point, seed = run.split("/")
-            assert job.get("Comment") == f"rule_{rule}_wildcards_{experiment}_{point}_{seed[4:]}_{task}", job
-            # ... and SLURM allocated it a GPU (of the requested model for training)
-            assert gpu_tres(job.get("TresPerJob")) == ("fake:1" if rule == "train_baseline" else "1"), job
-            job_ids.append(scheduler["slurm_job_id"])
-    assert len(set(job_ids)) == len(job_ids), f"stages shared a SLURM job: {job_ids}"
+            assert job.get("Comment") == f"rule_train_baseline_wildcards_{experiment}_{point}_{seed[4:]}_{task}", job
+            # ... and SLURM allocated it a GPU of the requested model
+            assert gpu_tres(job.get("TresPerJob")) == "fake:1", job
+            job_ids.append(train["slurm_job_id"])
+    assert len(set(job_ids)) == len(job_ids)
 
 
 def test_tables_equal_the_local_run(slurm_run, local_run):
@@ -324,11 +326,11 @@ def test_a_job_killed_mid_run_leaves_no_partial_output_and_resumes(slurm_run):
 
 
 def test_grouping_submits_one_job_per_run_with_the_same_tables(slurm_run, grouped_run):
-    # the data preparation, then 2 runs x 2 tasks: 4 training and 4 evaluation jobs and the two
-    # retries of the fault plan, or one job per run
+    # the data preparation, then 2 runs x 2 tasks: 4 training jobs (each evaluates its task) and
+    # the two retries of the fault plan, or one job per run
     ungrouped, grouped = submissions(slurm_run), submissions(grouped_run)
     print(f"SLURM submissions for the test grid: {ungrouped} one job per stage, {grouped} grouped by run")
-    assert ungrouped == 1 + len(RUNS) * len(TASKS) * 2 + len(FAULTS)
+    assert ungrouped == 1 + len(RUNS) * len(TASKS) + len(FAULTS)
     assert grouped == 1 + len(RUNS)
     assert (grouped_run / "results/tables/summary.csv").read_text() == (
         slurm_run / "results/tables/summary.csv"
@@ -346,8 +348,8 @@ def test_a_rerun_has_nothing_to_do(slurm_run, workflow):
 def test_cluster_generic_profile_submits_gpu_jobs_with_sbatch(slurm_run, workflow, tmp_path_factory):
     """workflow/profiles/cluster-generic: sbatch-submit.py maps the resources, slurm-status.sh tracks the jobs.
 
-    To stay within the CI budget it redoes only the last training task of one run and its
-    evaluation, in a copy of the finished slurm run.
+    To stay within the CI budget it redoes only the last training task of one run (which
+    evaluates it in the same job), in a copy of the finished slurm run.
     """
     workdir = tmp_path_factory.mktemp("generic")
     for part in ("results", "resources", ".snakemake/metadata"):
@@ -366,14 +368,14 @@ def test_cluster_generic_profile_submits_gpu_jobs_with_sbatch(slurm_run, workflo
     if result.returncode != 0:
         cancel_jobs_in(workdir)
     assert result.returncode == 0, tail(log)
-    for path, rule in ((f"results/runs/{run}/task1/train_log.parquet", "train_baseline"), (evaluation, "evaluate")):
+    for path in (f"results/runs/{run}/task1/train_log.parquet", evaluation):
         scheduler = read_parquet_provenance(workdir / path)["scheduler"]
         job = scontrol_job(scheduler["slurm_job_id"])
-        assert job.get("JobState") == "COMPLETED" and job.get("JobName") == f"smk_{rule}", job
-        assert gpu_tres(job.get("TresPerNode")) == ("fake:1" if rule == "train_baseline" else "1"), job
+        assert job.get("JobState") == "COMPLETED" and job.get("JobName") == "smk_train_baseline", job
+        assert gpu_tres(job.get("TresPerNode")) == "fake:1", job
         assert mem_mb(job["MinMemoryNode"]) >= 1000 and minutes(job["TimeLimit"]) >= 1, job
         assert scheduler.get("cuda_visible_devices", "") != "", scheduler
-        assert (workdir / ".snakemake/cluster_logs" / rule / f"{scheduler['slurm_job_id']}.log").exists()
+        assert (workdir / ".snakemake/cluster_logs/train_baseline" / f"{scheduler['slurm_job_id']}.log").exists()
     pd.testing.assert_frame_equal(
         pd.read_parquet(workdir / evaluation), pd.read_parquet(slurm_run / evaluation), check_exact=True
     )

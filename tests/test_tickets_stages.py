@@ -8,7 +8,6 @@ protocol no training stage opens the test split; a stage is reproducible and res
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -22,7 +21,7 @@ import torch
 
 from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
-from sparsecl.data import get_dataset, load_split
+from sparsecl.data import load_split
 from sparsecl.errors import ConfigError
 from sparsecl.io import load_torch, read_parquet_provenance, write_text
 from sparsecl.methods import training
@@ -31,6 +30,8 @@ from sparsecl.methods.tickets_unlabeled import HELD_OUT_DEVIATION, frozen_views,
 from sparsecl.models import create_backbone
 from sparsecl.scenarios import ScenarioSpec
 from sparsecl.sparse.imp import conv_parameters, remaining_percent
+
+from .stage_helpers import digits_and_scenario
 
 CPU = torch.device("cpu")
 SCENARIO = ScenarioSpec(num_tasks=2, classes_per_task=2, validation_fraction=0.1, exemplars_per_class=5)
@@ -42,9 +43,7 @@ PRUNING = {**LOTTERY, "retrain_epochs": 1, "retrain_lr": 0.01}
 def digits(tmp_path_factory) -> SimpleNamespace:
     """The digits data twice: complete, and without its test arrays (what training stages may read)."""
     root = tmp_path_factory.mktemp("digits")
-    get_dataset("digits").prepare(root / "raw", root / "data", 0)
-    scenario = root / f"{SCENARIO.id}.json"
-    stages.make_scenario("digits", root / "data", json.dumps(dataclasses.asdict(SCENARIO)), scenario)
+    _, scenario = digits_and_scenario(root, SCENARIO)
     blind = root / "no_test"
     shutil.copytree(root / "data", blind)
     shutil.rmtree(blind / "test")

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from sparsecl.io import load_torch
-from sparsecl.methods import training
 
-from .stage_helpers import evaluate_task, make_run, train_task
+from .stage_helpers import evaluate_task, kill_in_epoch, make_run, train_task
 
 
 def state_of(task_dir):
@@ -44,23 +43,14 @@ def test_a_job_killed_mid_task_resumes_and_ends_identical(tmp_path, monkeypatch)
     config, data, scenario = make_run(tmp_path, train={"epochs": 4})
     reference = state_of(train_task(config, data, scenario, 0, tmp_path / "uninterrupted"))
 
-    real_epoch = training.train_epoch
-    calls = {"n": 0}
-
-    def dies_in_third_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_epoch", dies_in_third_epoch)
+    restore_epochs = kill_in_epoch(monkeypatch, epoch=3)
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         train_task(config, data, scenario, 0, out)
     assert not (out / "task0" / "model.pt").exists()  # no partial output
     assert (out / "resume" / "task0.pt").exists()  # but the completed epochs are kept
 
-    monkeypatch.setattr(training, "train_epoch", real_epoch)
+    restore_epochs()
     resumed = train_task(config, data, scenario, 0, out)
     assert_same_state(reference, state_of(resumed))
     assert pd.read_parquet(resumed / "train_log.parquet")["epoch"].tolist() == [0, 1, 2, 3]

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -13,9 +14,26 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def local_env() -> dict[str, str]:
+    """The environment of a local (non-SLURM) Snakemake run: this venv first on PATH, and an
+    `scontrol` that fails at once. Importing the SLURM executor plugin runs `scontrol show
+    config`, which waits 10 s for a controller where SLURM is installed but not running (as
+    outside tests/test_slurm.py); the plugin treats the failure as "no cluster"."""
+    stub = Path(tempfile.gettempdir()) / "sparsecl-tests-no-slurm"
+    stub.mkdir(exist_ok=True)
+    scontrol = stub / "scontrol"
+    if not scontrol.exists():  # written whole, then renamed: parallel test runs may race here
+        partial = stub / f"scontrol.{os.getpid()}"
+        partial.write_text("#!/bin/sh\nexit 1\n")
+        partial.chmod(0o755)
+        partial.replace(scontrol)
+    path = os.pathsep.join([str(stub), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return dict(os.environ, PATH=path)
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """`snakemake` on the repository's Snakefile with `workdir` as the working directory."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = local_env()
     # Targets and flags first: --configfile (like --resources) takes every word after it.
     cmd = [
         sys.executable, "-m", "snakemake", *args, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),

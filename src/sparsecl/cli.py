@@ -69,10 +69,15 @@ def train(
     prev_masks: Annotated[Path | None, typer.Option()] = None,
     stage: StageOpt = "train",
     inputs: InputsOpt = None,
+    out_eval: Annotated[Path | None, typer.Option(help="evaluate the trained model into this file")] = None,
+    eval_masks: Annotated[
+        list[Path] | None, typer.Option(help="with --out-eval: masks file of every earlier task, in order")
+    ] = None,
     device: str = "auto",
     threads: int = 1,
 ) -> None:
-    """Train one task (or one stage of it), starting from the previous stage's model and masks."""
+    """Train one task (or one stage of it), starting from the previous stage's model and masks;
+    with --out-eval, then evaluate it on every seen task in the same process."""
     from .stages import train as train_stage
 
     train_stage(
@@ -89,6 +94,8 @@ def train(
         _device(device, threads),
         stage=stage,
         inputs=_named_paths(inputs),
+        out_eval=out_eval,
+        eval_masks=eval_masks or [],
     )
 
 

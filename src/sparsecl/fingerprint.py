@@ -51,12 +51,23 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join([PACKAGE, *parts])
 
 
-def _imports(path: Path, root: Path) -> set[str]:
-    """Modules (and candidate submodules) named by the import statements of `path`."""
-    name = module_name(path, root)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+@cache
+def _parsed(path: Path, root: Path, mtime_ns: int) -> tuple[frozenset[str], str]:
+    """The modules `path` imports and the hash of its code, from one parse (per file version)."""
+    tree = ast.parse(path.read_text(), str(path))
+    imports = frozenset(_imports(tree, module_name(path, root), path.name == "__init__.py"))
+    return imports, hashlib.sha256(_code(tree).encode()).hexdigest()
+
+
+def _analysis(path: Path, root: Path) -> tuple[frozenset[str], str]:
+    return _parsed(path, root, path.stat().st_mtime_ns)
+
+
+def _imports(tree: ast.Module, name: str, is_package: bool) -> set[str]:
+    """Modules (and candidate submodules) named by the import statements of module `name`."""
+    package = name if is_package else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -86,13 +97,13 @@ def closure(entries: Iterable[str], root: Path = ROOT) -> set[Path]:
         parent = name.rpartition(".")[0]
         if parent:
             todo.append(parent)
-        todo.extend(_imports(path, root))
+        todo.extend(_analysis(path, root)[0])
     return files
 
 
-def _code(path: Path) -> str:
-    """The module's parsed code without docstrings, so edits of comments and docs hash the same."""
-    tree = ast.parse(path.read_text(), str(path))
+def _code(tree: ast.Module) -> str:
+    """The module's parsed code without docstrings, so edits of comments and docs hash the same
+    (strips them from `tree` in place)."""
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -106,16 +117,11 @@ def _code(path: Path) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-@cache
-def _file_hash(path: Path, mtime_ns: int) -> str:
-    return hashlib.sha256(_code(path).encode()).hexdigest()
-
-
 def fingerprint(entries: Iterable[str], root: Path = ROOT) -> str:
     digest = hashlib.sha256()
     for path in sorted(closure(entries, root)):
         digest.update(str(path.relative_to(root)).encode())
-        digest.update(_file_hash(path, path.stat().st_mtime_ns).encode())
+        digest.update(_analysis(path, root)[1].encode())
     return digest.hexdigest()[:16]
 
 

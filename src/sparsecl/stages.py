@@ -143,10 +143,19 @@ def train(
     device: torch.device,
     stage: str = "train",
     inputs: dict[str, Path] | None = None,
+    out_eval: Path | None = None,
+    eval_masks: list[Path] | tuple[Path, ...] = (),
 ) -> None:
+    """Train one task (or stage); with `out_eval`, then evaluate the saved model in the same process
+    (`eval_masks`: the masks files of tasks 0..task-1; this task's is the one just written)."""
     started = time.time()
     run = load_run_config(run_config)
     scenario = load_run_scenario(scenario_path, run, task)
+    if out_eval is not None:  # fail now, not after training
+        check_eval_masks(task, [*eval_masks, out_masks])
+        for path in eval_masks:
+            if not Path(path).is_file():
+                raise DataError(f"{path}: no such masks file (the evaluation after task {task} reads it)")
     method = get_method(run.method)
     method.check_stage(run, scenario, task, stage)
     log_to_stdout(f"== {run.run_id} task {task} stage {stage}: {time.strftime('%Y-%m-%d %H:%M:%S')}")
@@ -165,7 +174,7 @@ def train(
         prev_extra = saved.get("extra", {})
     if prev_masks is not None:
         masks = load_stage_file(prev_masks, run, scenario, device, earlier, "masks")
-    check_writable(out_model, out_masks, out_log, resume_path)
+    check_writable(out_model, out_masks, out_log, resume_path, *([out_eval] if out_eval else []))
     generator = seed_everything(task_generator_seed(run, task), device)
     ctx = TaskContext(
         run=run,
@@ -200,7 +209,18 @@ def train(
         write_parquet(out_log, log_rows, prov)
         state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
         save_torch(out_model, state)
-    Path(resume_path).unlink(missing_ok=True)
+    if out_eval is not None:
+        masks_paths = [*eval_masks, out_masks]
+        evaluate(run_config, data_dir, scenario_path, task, out_model, masks_paths, out_eval, device, stage, inputs)
+    Path(resume_path).unlink(missing_ok=True)  # only now: a failed evaluation resumes after training
+
+
+def check_eval_masks(task: int, masks_paths: list[Path]) -> None:
+    """The evaluation after `task` reads one masks file per task 0..task: else a one-line error."""
+    if len(masks_paths) != task + 1:
+        raise DataError(
+            f"evaluate task {task}: expected {task + 1} masks files (tasks 0..{task}), got {len(masks_paths)}"
+        )
 
 
 def evaluate(
@@ -218,10 +238,7 @@ def evaluate(
     started = time.time()
     run = load_run_config(run_config)
     scenario = load_run_scenario(scenario_path, run, task)
-    if len(masks_paths) != task + 1:
-        raise DataError(
-            f"evaluate task {task}: expected {task + 1} masks files (tasks 0..{task}), got {len(masks_paths)}"
-        )
+    check_eval_masks(task, masks_paths)
     meta = load_meta(data_dir)
     model = build_model(run, meta, scenario, device)
     saved = load_stage_file(model_path, run, scenario, device, (task,), "model")

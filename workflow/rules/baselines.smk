@@ -1,4 +1,6 @@
 # Dense reference points: finetune (forgetting lower bound) and joint (upper bound).
+# A task's job trains it, then evaluates the saved model on every seen task in the same process
+# (eval.parquet): no second start, model or data load per task, and half the jobs to plan.
 # Training logs are appended to: a job resumed after a kill keeps the epochs it had logged.
 
 
@@ -9,6 +11,7 @@ rule train_baseline:
         model="results/runs/{experiment}/{point}/seed{seed}/task{task}/model.pt",
         masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/masks.pt",
         train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train_log.parquet",
+        evaluation="results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
     log:
         "results/logs/train/{experiment}/{point}/seed{seed}/task{task}.log",
     benchmark:
@@ -27,11 +30,9 @@ rule train_baseline:
     params:
         code=train_code,
         device=config["device"],
-        prev=prev_task_args,
-        resume=resume_file,
-        data_dir=subpath(input.meta, parent=True),
+        task_files=task_file_args,
     shell:
-        "sparsecl train --config {input.config} --data-dir {params.data_dir}"
-        " --scenario {input.scenario} --task {wildcards.task} {params.prev}"
-        " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
-        " --resume {params.resume} --device {params.device} --threads {threads} >> {log} 2>&1"
+        "sparsecl train --config {input.config} --scenario {input.scenario} --task {wildcards.task}"
+        " {params.task_files} --out-model {output.model} --out-masks {output.masks}"
+        " --out-log {output.train_log} --out-eval {output.evaluation}"
+        " --device {params.device} --threads {threads} >> {log} 2>&1"

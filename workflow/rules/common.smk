@@ -170,24 +170,27 @@ def train_inputs(wildcards):
     return inputs
 
 
-def prev_task_args(wildcards, input):
-    if int(wildcards.task) == 0:
-        return ""
-    return f"--prev-model {input.prev_model} --prev-masks {input.prev_masks}"
-
-
-def resume_file(wildcards):
-    """Epoch-level resume state: outside the declared outputs, which Snakemake deletes on failure."""
-    return f"results/resume/{run_of(wildcards).run_id}/task{wildcards.task}.pt"
-
-
-def eval_inputs(wildcards):
-    inputs = stage_inputs(wildcards)
+def task_file_args(wildcards):
+    """The options of a task's job that depend on the task: the data directory, the previous
+    task's model and masks, the masks of every earlier task (which its evaluation reads; they
+    are ancestors of the previous task's files, so they are not declared a second time) and the
+    epoch-level resume state, kept outside the declared outputs (Snakemake deletes those on failure).
+    """
     run = run_of(wildcards)
     task = int(wildcards.task)
-    inputs["model"] = run_path(run, f"task{task}", "model.pt")
-    inputs["masks"] = [run_path(run, f"task{t}", "masks.pt") for t in range(task + 1)]
-    return inputs
+    args = [
+        f"--data-dir {data_dir(run.dataset)}",
+        f"--resume results/resume/{run.run_id}/task{task}.pt",
+    ]
+    if task > 0:
+        previous = run_path(run, f"task{task - 1}")
+        args.append(
+            f"--prev-model {previous}/model.pt --prev-masks {previous}/masks.pt"
+        )
+    args += [
+        f"--eval-masks {run_path(run, f'task{t}', 'masks.pt')}" for t in range(task)
+    ]
+    return " ".join(args)
 
 
 # Methods with several stages per task say which stage's evaluation stands for each task
@@ -336,10 +339,7 @@ def start_stage_server():
     starting and importing torch for each; SPARSECL_STAGE_SERVER=0 turns it off."""
     if not (workflow.is_main_process and workflow.local_exec) or GPUS:
         return
-    if (
-        os.environ.get(SWITCH_ENV, "1") == "0"
-        or SERVER_ENV in os.environ
-    ):
+    if os.environ.get(SWITCH_ENV, "1") == "0" or SERVER_ENV in os.environ:
         return
     import subprocess
     import tempfile

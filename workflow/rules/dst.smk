@@ -9,6 +9,7 @@ use rule train_baseline as train_dst with:
         model="results/runs/{experiment}/{point}/seed{seed}/task{task}/model.pt",
         masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/masks.pt",
         train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train_log.parquet",
+        evaluation="results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
         topology="results/runs/{experiment}/{point}/seed{seed}/task{task}/topology.parquet",
     wildcard_constraints:
         experiment=method_experiments("dst"),

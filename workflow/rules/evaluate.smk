@@ -1,33 +1,4 @@
-# Evaluate each task's model on every seen task; summarize a run into its accuracy matrix.
-
-
-rule evaluate:
-    input:
-        unpack(eval_inputs),
-    output:
-        "results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
-    log:
-        "results/logs/evaluate/{experiment}/{point}/seed{seed}/task{task}.log",
-    benchmark:
-        "results/benchmarks/evaluate/{experiment}/{point}/seed{seed}/task{task}.tsv"
-    group:
-        RUN_GROUP
-    conda:
-        "../../envs/sparsecl.yaml"
-    threads: 1
-    resources:
-        gpu=GPUS,
-        mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(30),
-    params:
-        code=train_code,
-        device=config["device"],
-        data_dir=subpath(input.meta, parent=True),
-    shell:
-        "sparsecl evaluate --config {input.config} --data-dir {params.data_dir}"
-        " --scenario {input.scenario} --task {wildcards.task} --model {input.model}"
-        " $(printf -- '--masks %s ' {input.masks}) --out {output}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+# Summarize a run into its accuracy matrix (each task's training job writes its evaluation).
 
 
 localrules:

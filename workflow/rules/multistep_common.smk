@@ -3,6 +3,7 @@
 
 from sparsecl import multistep_config as MS  # noqa: E402
 
+
 def multistep_file(run, step, stage, name):
     return run_path(run, f"task{step}", stage, name)
 

@@ -8,9 +8,12 @@ masked).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 
+from . import mobilenetv2
 from .registry import register_backbone
 from .resnet_seed import batch_norm
 
@@ -18,14 +21,7 @@ from .resnet_seed import batch_norm
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
-        batch_norm(out_ch),
-    ]
-    if relu:
-        layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
+conv_bn = partial(mobilenetv2.conv_bn, norm=batch_norm)
 
 
 class InvertedResidual(nn.Module):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import TrainConfig
+from . import optim
 from .data import DeviceData
 from .device import autocast
 
@@ -39,10 +40,11 @@ class EpochStats:
 
 
 def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    """torch's SGD or Adam (engine/optim.py: without importing torch's compiler)."""
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
+        return optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return optim.SGD(
         params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay
     )
 

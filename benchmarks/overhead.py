@@ -121,8 +121,8 @@ def dry_run(snakefile: Path, workdir: str, config: list[str], *flags: str) -> tu
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=local_env())
     seconds = time.perf_counter() - started
-    jobs = int(next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("total")))
-    return jobs, seconds
+    totals = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("total")]
+    return (int(totals[0]) if totals else 0), seconds  # `--quiet` prints no job table
 
 
 def plan() -> None:
@@ -146,7 +146,7 @@ def plan() -> None:
         config = dict(paper, experiments={n: paper["experiments"][n] for n in keep})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
-            path.write_text(yaml.safe_dump(config))
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
             jobs, seconds = dry_run(ROOT / "Snakefile", tmp, ["--configfile", str(path)])
             _, quiet = dry_run(ROOT / "Snakefile", tmp, ["--configfile", str(path)], "--quiet")
             tasks = {p.run.run_id: p.run.scenario.num_tasks for p in plan_runs(config, schema)}

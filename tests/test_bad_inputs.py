@@ -148,7 +148,7 @@ def train(w: World, tmp: Path, task: int = 0, **changes) -> Call:
     if task:
         values |= {"prev_model": w.run / f"task{task - 1}/model.pt", "prev_masks": w.run / f"task{task - 1}/masks.pt"}
     values |= changes
-    outputs = [values[k] for k in ("out_model", "out_masks", "out_log")]
+    outputs = [values[k] for k in ("out_model", "out_masks", "out_log", "out_eval") if values.get(k)]
     return Call(["train", *options(**values)], outputs)
 
 
@@ -581,6 +581,10 @@ CLI_CASES = [
     Case("train --task beyond the scenario", lambda w, t: train(w, t, task=2), ".json: task 2 does not exist (scenario has 2 tasks)"),
     Case("train a later task without the previous files", lambda w, t: train(w, t, task=1, prev_model=None, prev_masks=None),
          "task 1: the previous task's model and masks files are required"),
+    Case("train and evaluate without the earlier tasks' masks", lambda w, t: train(w, t, task=1, out_eval=t / "out/task1/eval.parquet"),
+         "evaluate task 1: expected 2 masks files (tasks 0..1), got 1"),
+    Case("train and evaluate with an earlier task's masks missing", lambda w, t: train(w, t, task=1, out_eval=t / "out/task1/eval.parquet", eval_masks=[t / "nowhere/masks.pt"]),
+         "nowhere/masks.pt: no such masks file (the evaluation after task 1 reads it)"),
     # outputs that cannot be written
     Case("results is a regular file", lambda w, t: train(w, t, out_model=under_a_file(t, "task0/model.pt"),
                                                           out_masks=t / "results/task0/masks.pt", out_log=t / "results/task0/log.parquet"),

@@ -69,15 +69,17 @@ def make_run(root: Path, method: str = "finetune", *, num_tasks: int = 3, seed: 
     return config, data_dir, scenario_path
 
 
-def train_task(config: Path, data_dir: Path, scenario: Path, task: int, out: Path) -> Path:
-    """Train `task` (reading task-1 from `out`), writing into out/task<t>/."""
+def train_task(config: Path, data_dir: Path, scenario: Path, task: int, out: Path, evaluate: bool = False) -> Path:
+    """Train `task` (reading task-1 from `out`), writing into out/task<t>/; with `evaluate`, then
+    evaluate it in the same call, as a workflow job does (out/task<t>/eval.parquet)."""
     task_dir = out / f"task{task}"
     prev = out / f"task{task - 1}"
+    evaluation = {"out_eval": task_dir / "eval.parquet", "eval_masks": [out / f"task{t}/masks.pt" for t in range(task)]}
     stages.train(
         config, data_dir, scenario, task,
         prev / "model.pt" if task else None, prev / "masks.pt" if task else None,
         task_dir / "model.pt", task_dir / "masks.pt", task_dir / "train_log.parquet",
-        out / "resume" / f"task{task}.pt", CPU,
+        out / "resume" / f"task{task}.pt", CPU, **(evaluation if evaluate else {}),
     )  # fmt: skip
     return task_dir
 

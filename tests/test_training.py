@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
+from sparsecl import stages
 from sparsecl.io import load_torch
+from sparsecl.methods import training
 
 from .stage_helpers import evaluate_task, kill_in_epoch, make_run, train_task
 
@@ -55,6 +57,40 @@ def test_a_job_killed_mid_task_resumes_and_ends_identical(tmp_path, monkeypatch)
     assert_same_state(reference, state_of(resumed))
     assert pd.read_parquet(resumed / "train_log.parquet")["epoch"].tolist() == [0, 1, 2, 3]
     assert not (out / "resume" / "task0.pt").exists()  # cleaned up once the task is done
+
+
+def test_a_task_job_evaluates_what_it_saved_and_a_failed_evaluation_does_not_retrain(tmp_path, monkeypatch):
+    config, data, scenario = make_run(tmp_path, train={"epochs": 2})
+    separate = tmp_path / "separate"
+    for task in (0, 1):
+        train_task(config, data, scenario, task, separate)
+        evaluate_task(config, data, scenario, task, separate)
+    out = tmp_path / "job"
+    train_task(config, data, scenario, 0, out, evaluate=True)
+
+    def evaluation_dies(*args, **kwargs):
+        raise RuntimeError("evaluation died")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stages, "evaluate", evaluation_dies)
+        with pytest.raises(RuntimeError, match="evaluation died"):
+            train_task(config, data, scenario, 1, out, evaluate=True)
+    assert (out / "resume/task1.pt").exists()  # kept: the training need not be redone
+
+    epochs = []
+    real_epoch = training.train_epoch
+
+    def counted_epoch(*args, **kwargs):
+        epochs.append(kwargs.get("epoch"))
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", counted_epoch)
+    train_task(config, data, scenario, 1, out, evaluate=True)
+    assert epochs == [] and not (out / "resume/task1.pt").exists()
+    for task in (0, 1):  # the same rows as a separate evaluation of the same files
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / f"task{task}/eval.parquet"), pd.read_parquet(separate / f"task{task}/eval.parquet")
+        )
 
 
 def test_task_t_continues_from_task_t_minus_1(tmp_path):

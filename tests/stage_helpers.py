@@ -42,22 +42,20 @@ def prepare_digits(root: Path) -> Path:
 
 
 def digits_and_scenario(root: Path, spec: ScenarioSpec) -> tuple[Path, Path]:
-    """The digits prepared under root/data, and the scenario file of `spec` beside them."""
-    get_dataset("digits").prepare(root / "raw", root / "data", 0)
-    scenario = root / f"{spec.id}.json"
-    stages.make_scenario("digits", root / "data", json.dumps(asdict(spec)), scenario)
-    return root / "data", scenario
+    """The digits prepared under `root` and the scenario file of `spec` (each made once)."""
+    data_dir = prepare_digits(root)
+    scenario = root / "scenarios" / f"{spec.id}.json"
+    if not scenario.exists():
+        stages.make_scenario("digits", data_dir, json.dumps(asdict(spec)), scenario)
+    return data_dir, scenario
 
 
 def make_run(root: Path, method: str = "finetune", *, num_tasks: int = 3, seed: int = 0, protocol: str = "standard",
              scenario: dict | None = None, train: dict | None = None, method_args: dict | None = None,
              backbone_args: dict | None = None) -> tuple[Path, Path, Path]:  # fmt: skip
     """Write data, scenario and run config under `root`; return (config, data_dir, scenario)."""
-    data_dir = prepare_digits(root)
     spec = ScenarioSpec(num_tasks=num_tasks, classes_per_task=2, **(scenario or {}))
-    scenario_path = root / "scenarios" / f"{spec.id}.json"
-    if not scenario_path.exists():
-        stages.make_scenario("digits", data_dir, json.dumps(asdict(spec)), scenario_path)
+    data_dir, scenario_path = digits_and_scenario(root, spec)
     run = RunConfig(
         run_id=f"{method}/default/seed{seed}", experiment=method, point="default", seed=seed, method=method,
         dataset="digits", backbone="mlp", backbone_args=backbone_args or {"hidden": [32]}, protocol=protocol,

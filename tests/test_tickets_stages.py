@@ -43,12 +43,12 @@ PRUNING = {**LOTTERY, "retrain_epochs": 1, "retrain_lr": 0.01}
 def digits(tmp_path_factory) -> SimpleNamespace:
     """The digits data twice: complete, and without its test arrays (what training stages may read)."""
     root = tmp_path_factory.mktemp("digits")
-    _, scenario = digits_and_scenario(root, SCENARIO)
+    data, scenario = digits_and_scenario(root, SCENARIO)
     blind = root / "no_test"
-    shutil.copytree(root / "data", blind)
+    shutil.copytree(data, blind)
     shutil.rmtree(blind / "test")
-    test = {"test_images": root / "data/test/images.npy", "test_labels": root / "data/test/labels.npy"}
-    return SimpleNamespace(data=root / "data", blind=blind, scenario=scenario, test=test)
+    test = {"test_images": data / "test/images.npy", "test_labels": data / "test/labels.npy"}
+    return SimpleNamespace(data=data, blind=blind, scenario=scenario, test=test)
 
 
 class Run:

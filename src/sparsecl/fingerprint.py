@@ -52,8 +52,9 @@ def module_name(path: Path, root: Path = ROOT) -> str:
 
 
 @cache
-def _parsed(path: Path, root: Path, mtime_ns: int) -> tuple[frozenset[str], str]:
-    """The modules `path` imports and the hash of its code, from one parse (per file version)."""
+def _parsed(path: Path, root: Path, mtime_ns: int) -> tuple[frozenset[str], str]:  # noqa: ARG001
+    """The modules `path` imports and the hash of its code, from one parse; `mtime_ns` is only
+    part of the cache key, so that an edited file is parsed again."""
     tree = ast.parse(path.read_text(), str(path))
     imports = frozenset(_imports(tree, module_name(path, root), path.name == "__init__.py"))
     return imports, hashlib.sha256(_code(tree).encode()).hexdigest()

@@ -48,17 +48,15 @@ def _plain_step(cls: type[torch.optim.Optimizer]):
     return plain
 
 
-class SGD(torch.optim.SGD):
+class _WithoutCompilerImport:
     def __init__(self, *args, **kwargs) -> None:
         _without_compiler_import()
         super().__init__(*args, **kwargs)
 
+
+class SGD(_WithoutCompilerImport, torch.optim.SGD):
     step = _plain_step(torch.optim.SGD)
 
 
-class Adam(torch.optim.Adam):
-    def __init__(self, *args, **kwargs) -> None:
-        _without_compiler_import()
-        super().__init__(*args, **kwargs)
-
+class Adam(_WithoutCompilerImport, torch.optim.Adam):
     step = _plain_step(torch.optim.Adam)

@@ -8,14 +8,14 @@ rule train_baseline:
     input:
         unpack(train_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train_log.parquet",
-        evaluation="results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train_log.parquet",
+        evaluation=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/eval.parquet",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("finetune", "joint"),
     group:

@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from sparsecl import fingerprint as fingerprints  # noqa: E402
+from sparsecl import roots  # noqa: E402
 from sparsecl.launcher import SERVER_ENV  # noqa: E402
 from sparsecl.data import sources as data_sources  # noqa: E402
 from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
@@ -33,6 +34,10 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 RUNS = {p.run.run_id: p for p in PLANNED}
+# Each config writes under its own results root (sparsecl/roots.py), so a paper's tables, ledger
+# and plots never mix with another config's.
+RESULTS = roots.results_root(config)
+RESOURCES = roots.resources_root(config)
 
 
 wildcard_constraints:
@@ -125,15 +130,15 @@ def run_of(wildcards):
 
 
 def run_path(run, *parts):
-    return os.path.join("results", "runs", run.run_id, *parts)
+    return os.path.join(RESULTS, "runs", run.run_id, *parts)
 
 
 def data_dir(dataset):
-    return f"resources/data/{dataset}"
+    return f"{RESOURCES}/data/{dataset}"
 
 
 def scenario_file(run):
-    return f"resources/scenarios/{run.dataset}/{run.scenario_id}.json"
+    return f"{RESOURCES}/scenarios/{run.dataset}/{run.scenario_id}.json"
 
 
 SCENARIOS = {(p.run.dataset, p.run.scenario_id): p.run.scenario for p in PLANNED}
@@ -180,7 +185,7 @@ def task_file_args(wildcards):
     task = int(wildcards.task)
     args = [
         f"--data-dir {data_dir(run.dataset)}",
-        f"--resume results/resume/{run.run_id}/task{task}.pt",
+        f"--resume {RESULTS}/resume/{run.run_id}/task{task}.pt",
     ]
     if task > 0:
         previous = run_path(run, f"task{task - 1}")
@@ -252,19 +257,22 @@ def experiment_points():
 
 
 def report_outputs():
-    tables = [f"results/tables/summary.{ext}" for ext in ("md", "csv", "parquet")] + [
-        f"results/tables/reproduction.{ext}" for ext in ("md", "csv")
+    tables = [f"{RESULTS}/tables/summary.{ext}" for ext in ("md", "csv", "parquet")] + [
+        f"{RESULTS}/tables/reproduction.{ext}" for ext in ("md", "csv")
     ]
     plots = (
         [
-            f"results/plots/{experiment}/{point}/accuracy_matrix.png"
+            f"{RESULTS}/plots/{experiment}/{point}/accuracy_matrix.png"
             for experiment, point in experiment_points()
         ]
         + [
-            f"results/plots/{experiment}/accuracy_curve.png"
+            f"{RESULTS}/plots/{experiment}/accuracy_curve.png"
             for experiment in sorted({e for e, _ in experiment_points()})
         ]
-        + [f"results/plots/ledger/{paper_slug(paper)}.png" for paper in curve_papers()]
+        + [
+            f"{RESULTS}/plots/ledger/{paper_slug(paper)}.png"
+            for paper in curve_papers()
+        ]
     )
     return tables + plots
 
@@ -314,8 +322,8 @@ def pool_source(wildcards):
     if wildcards.pool == "none":
         return []
     return [
-        f"resources/data/{wildcards.pool}/meta.json",
-        f"resources/data/{wildcards.pool}/train/images.npy",
+        f"{RESOURCES}/data/{wildcards.pool}/meta.json",
+        f"{RESOURCES}/data/{wildcards.pool}/train/images.npy",
     ]
 
 
@@ -346,7 +354,7 @@ def start_stage_server():
     import time
 
     address = Path(tempfile.gettempdir()) / f"sparsecl-{os.getpid()}.sock"
-    log = Path("results/logs/stage_server.log")
+    log = Path(RESULTS, "logs", "stage_server.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         process = subprocess.Popen(

@@ -15,9 +15,9 @@ localrules:
 
 rule download:
     output:
-        protected("resources/raw/{dataset}/{filename}"),
+        protected(f"{RESOURCES}/raw/{{dataset}}/{{filename}}"),
     log:
-        "results/logs/download/{dataset}/{filename}.log",
+        f"{RESULTS}/logs/download/{{dataset}}/{{filename}}.log",
     wildcard_constraints:
         dataset="|".join(data_sources.source_names()),
         filename=r"[^/]+",
@@ -37,13 +37,13 @@ rule prepare_data:
     input:
         raw_inputs,
     output:
-        meta="resources/data/{dataset}/meta.json",
-        train_images="resources/data/{dataset}/train/images.npy",
-        train_labels="resources/data/{dataset}/train/labels.npy",
-        test_images="resources/data/{dataset}/test/images.npy",
-        test_labels="resources/data/{dataset}/test/labels.npy",
+        meta=f"{RESOURCES}/data/{{dataset}}/meta.json",
+        train_images=f"{RESOURCES}/data/{{dataset}}/train/images.npy",
+        train_labels=f"{RESOURCES}/data/{{dataset}}/train/labels.npy",
+        test_images=f"{RESOURCES}/data/{{dataset}}/test/images.npy",
+        test_labels=f"{RESOURCES}/data/{{dataset}}/test/labels.npy",
     log:
-        "results/logs/prepare_data/{dataset}.log",
+        f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
     conda:
         "../../envs/sparsecl.yaml"
     resources:
@@ -61,13 +61,13 @@ rule prepare_data:
 
 rule scenario:
     input:
-        meta="resources/data/{dataset}/meta.json",
-        train_labels="resources/data/{dataset}/train/labels.npy",
+        meta=f"{RESOURCES}/data/{{dataset}}/meta.json",
+        train_labels=f"{RESOURCES}/data/{{dataset}}/train/labels.npy",
     output:
-        json="resources/scenarios/{dataset}/{scenario}.json",
-        index="resources/scenarios/{dataset}/{scenario}.npz",
+        json=f"{RESOURCES}/scenarios/{{dataset}}/{{scenario}}.json",
+        index=f"{RESOURCES}/scenarios/{{dataset}}/{{scenario}}.npz",
     log:
-        "results/logs/scenario/{dataset}/{scenario}.log",
+        f"{RESULTS}/logs/scenario/{{dataset}}/{{scenario}}.log",
     conda:
         "../../envs/sparsecl.yaml"
     resources:
@@ -86,10 +86,10 @@ rule prepare_unlabeled:
     input:
         pool_source,
     output:
-        pool="resources/data/unlabeled/{pool}/pool.npy",
-        meta="resources/data/unlabeled/{pool}/meta.json",
+        pool=f"{RESOURCES}/data/unlabeled/{{pool}}/pool.npy",
+        meta=f"{RESOURCES}/data/unlabeled/{{pool}}/meta.json",
     log:
-        "results/logs/prepare_unlabeled/{pool}.log",
+        f"{RESULTS}/logs/prepare_unlabeled/{{pool}}.log",
     wildcard_constraints:
         pool="|".join(POOLS),
     conda:

@@ -6,11 +6,11 @@
 
 use rule train_baseline as train_dst with:
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train_log.parquet",
-        evaluation="results/runs/{experiment}/{point}/seed{seed}/task{task}/eval.parquet",
-        topology="results/runs/{experiment}/{point}/seed{seed}/task{task}/topology.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train_log.parquet",
+        evaluation=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/eval.parquet",
+        topology=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/topology.parquet",
     wildcard_constraints:
         experiment=method_experiments("dst"),
     resources:

@@ -7,15 +7,15 @@ localrules:
 
 rule summarize:
     input:  # named, not unpacked: an eval file may wait for a checkpoint (e.g. tickets_bu)
-        config="results/runs/{experiment}/{point}/seed{seed}/config.yaml",
+        config=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/config.yaml",
         evals=lambda wildcards: summarize_inputs(wildcards)["evals"],
         extras=lambda wildcards: summarize_inputs(wildcards)["extras"],
     output:
-        metrics="results/runs/{experiment}/{point}/seed{seed}/metrics.parquet",
-        matrix="results/runs/{experiment}/{point}/seed{seed}/accuracy_matrix.csv",
-        curves="results/runs/{experiment}/{point}/seed{seed}/curves.parquet",
+        metrics=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/metrics.parquet",
+        matrix=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/accuracy_matrix.csv",
+        curves=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/curves.parquet",
     log:
-        "results/logs/summarize/{experiment}/{point}/seed{seed}.log",
+        f"{RESULTS}/logs/summarize/{{experiment}}/{{point}}/seed{{seed}}.log",
     conda:
         "../../envs/sparsecl.yaml"
     resources:

@@ -29,9 +29,9 @@ localrules:
 
 rule multistep_stage_config:
     output:
-        "results/runs/{experiment}/{point}/seed{seed}/stage_configs/{stage}.yaml",
+        f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/stage_configs/{{stage}}.yaml",
     log:
-        "results/logs/multistep_stage_config/{experiment}/{point}/seed{seed}/{stage}.log",
+        f"{RESULTS}/logs/multistep_stage_config/{{experiment}}/{{point}}/seed{{seed}}/{{stage}}.log",
     wildcard_constraints:
         experiment=method_experiments("multistep"),
         stage="|".join(MS.STAGES),
@@ -51,13 +51,13 @@ rule multistep_train:
     input:
         unpack(multistep_inputs("train")),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/train_log.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/train_log.parquet",
     log:
-        "results/logs/multistep_train/{experiment}/{point}/seed{seed}/task{task}.log",
+        f"{RESULTS}/logs/multistep_train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.log",
     benchmark:
-        "results/benchmarks/multistep_train/{experiment}/{point}/seed{seed}/task{task}.tsv"
+        f"{RESULTS}/benchmarks/multistep_train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("multistep"),
         task="0",
@@ -91,14 +91,14 @@ use rule multistep_train as multistep_sst with:
     input:
         unpack(multistep_inputs("sst")),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/train_log.parquet",
-        channels="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst/channels.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst/train_log.parquet",
+        channels=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst/channels.parquet",
     log:
-        "results/logs/multistep_sst/{experiment}/{point}/seed{seed}/task{task}.log",
+        f"{RESULTS}/logs/multistep_sst/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.log",
     benchmark:
-        "results/benchmarks/multistep_sst/{experiment}/{point}/seed{seed}/task{task}.tsv"
+        f"{RESULTS}/benchmarks/multistep_sst/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.tsv"
     params:
         code=train_code,
         device=config["device"],
@@ -115,13 +115,13 @@ use rule multistep_train as multistep_aod with:
     input:
         unpack(multistep_inputs("aod")),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/aod/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/aod/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/aod/train_log.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/aod/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/aod/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/aod/train_log.parquet",
     log:
-        "results/logs/multistep_aod/{experiment}/{point}/seed{seed}/task{task}.log",
+        f"{RESULTS}/logs/multistep_aod/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.log",
     benchmark:
-        "results/benchmarks/multistep_aod/{experiment}/{point}/seed{seed}/task{task}.tsv"
+        f"{RESULTS}/benchmarks/multistep_aod/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("multistep"),
         task=r"[1-9]\d*",
@@ -140,14 +140,14 @@ use rule multistep_train as multistep_sst_msl with:
     input:
         unpack(multistep_inputs("sst_msl")),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/train_log.parquet",
-        channels="results/runs/{experiment}/{point}/seed{seed}/task{task}/sst_msl/channels.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst_msl/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst_msl/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst_msl/train_log.parquet",
+        channels=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/sst_msl/channels.parquet",
     log:
-        "results/logs/multistep_sst_msl/{experiment}/{point}/seed{seed}/task{task}.log",
+        f"{RESULTS}/logs/multistep_sst_msl/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.log",
     benchmark:
-        "results/benchmarks/multistep_sst_msl/{experiment}/{point}/seed{seed}/task{task}.tsv"
+        f"{RESULTS}/benchmarks/multistep_sst_msl/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("multistep"),
         task=r"[1-9]\d*",
@@ -166,11 +166,11 @@ rule multistep_evaluate:
     input:
         unpack(multistep_eval_inputs),
     output:
-        "results/runs/{experiment}/{point}/seed{seed}/task{task}/{stage}/eval.parquet",
+        f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}/eval.parquet",
     log:
-        "results/logs/multistep_evaluate/{experiment}/{point}/seed{seed}/task{task}/{stage}.log",
+        f"{RESULTS}/logs/multistep_evaluate/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}.log",
     benchmark:
-        "results/benchmarks/multistep_evaluate/{experiment}/{point}/seed{seed}/task{task}/{stage}.tsv"
+        f"{RESULTS}/benchmarks/multistep_evaluate/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("multistep"),
         stage="|".join(MS.STAGES),

@@ -57,7 +57,7 @@ def multistep_teacher_args(wildcards, input):
 
 def multistep_resume(stage):
     return lambda wildcards: (
-        f"results/resume/{run_of(wildcards).run_id}/task{wildcards.task}/{stage}.pt"
+        f"{RESULTS}/resume/{run_of(wildcards).run_id}/task{wildcards.task}/{stage}.pt"
     )
 
 

@@ -12,21 +12,21 @@ rule report:
         curves=all_curves(),
     output:
         summary_md=report(
-            "results/tables/summary.md",
+            f"{RESULTS}/tables/summary.md",
             caption="../report/summary.rst",
             category="Tables",
         ),
-        summary_csv="results/tables/summary.csv",
-        summary_parquet="results/tables/summary.parquet",
+        summary_csv=f"{RESULTS}/tables/summary.csv",
+        summary_parquet=f"{RESULTS}/tables/summary.parquet",
         ledger=report(
-            "results/tables/reproduction.md",
+            f"{RESULTS}/tables/reproduction.md",
             caption="../report/reproduction.rst",
             category="Tables",
         ),
-        ledger_csv="results/tables/reproduction.csv",
+        ledger_csv=f"{RESULTS}/tables/reproduction.csv",
         matrix_plots=report(
             expand(
-                "results/plots/{ep[0]}/{ep[1]}/accuracy_matrix.png",
+                f"{RESULTS}/plots/{{ep[0]}}/{{ep[1]}}/accuracy_matrix.png",
                 ep=experiment_points(),
             ),
             caption="../report/accuracy_matrix.rst",
@@ -34,7 +34,7 @@ rule report:
         ),
         curve_plots=report(
             expand(
-                "results/plots/{experiment}/accuracy_curve.png",
+                f"{RESULTS}/plots/{{experiment}}/accuracy_curve.png",
                 experiment=sorted({e for e, _ in experiment_points()}),
             ),
             caption="../report/accuracy_curve.rst",
@@ -42,14 +42,14 @@ rule report:
         ),
         ledger_plots=report(
             expand(
-                "results/plots/ledger/{paper}.png",
+                f"{RESULTS}/plots/ledger/{{paper}}.png",
                 paper=[paper_slug(p) for p in curve_papers()],
             ),
             caption="../report/ledger_curve.rst",
             category="Reproduction ledger",
         ),
     log:
-        "results/logs/report/report.log",
+        f"{RESULTS}/logs/report/report.log",
     conda:
         "../../envs/sparsecl.yaml"
     resources:
@@ -61,8 +61,10 @@ rule report:
         decimals=config["report"]["decimals"],
         tolerance=config["report"]["tolerance"],
         tables_dir=subpath(output.summary_md, parent=True),
+        plots_dir=lambda wildcards, output: Path(output.summary_md).parent.parent
+        / "plots",
     shell:
         "sparsecl report $(printf -- '--metrics %s ' {input.metrics})"
         " $(printf -- '--matrix %s ' {input.matrices}) $(printf -- '--curves %s ' {input.curves})"
-        " --ledger {params.ledger:q} --tables-dir {params.tables_dir} --plots-dir results/plots"
+        " --ledger {params.ledger:q} --tables-dir {params.tables_dir} --plots-dir {params.plots_dir}"
         " --decimals {params.decimals} --tolerance {params.tolerance} > {log} 2>&1"

@@ -7,9 +7,9 @@ localrules:
 
 rule run_config:
     output:
-        "results/runs/{experiment}/{point}/seed{seed}/config.yaml",
+        f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/config.yaml",
     log:
-        "results/logs/run_config/{experiment}/{point}/seed{seed}.log",
+        f"{RESULTS}/logs/run_config/{{experiment}}/{{point}}/seed{{seed}}.log",
     conda:
         "../../envs/sparsecl.yaml"
     resources:

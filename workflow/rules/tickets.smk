@@ -17,14 +17,14 @@ rule tickets_retrieve:
     input:
         unpack(tickets_retrieve_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/retrieve/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/retrieve/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/retrieve/train_log.parquet",
-        unlabeled="results/runs/{experiment}/{point}/seed{seed}/task{task}/retrieve/unlabeled.pt",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/retrieve/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/retrieve/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/retrieve/train_log.parquet",
+        unlabeled=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/retrieve/unlabeled.pt",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/retrieve.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/retrieve.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/retrieve.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/retrieve.tsv"
     wildcard_constraints:
         experiment=method_experiments(*TICKETS),
         task=r"[1-9][0-9]*",
@@ -51,13 +51,13 @@ use rule tickets_retrieve as tickets_train_dense with:
     input:
         unpack(tickets_dense_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/train_log.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/train_log.parquet",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/train.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/train.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train.tsv"
     wildcard_constraints:
         experiment=method_experiments("tickets_cil", "tickets_bu"),
     resources:
@@ -76,14 +76,14 @@ use rule tickets_retrieve as tickets_train_dense with:
 rule tickets_evaluate:
     input:
         unpack(stage_inputs),
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/{stage}/model.pt",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}/model.pt",
         masks=tickets_eval_masks,
     output:
-        "results/runs/{experiment}/{point}/seed{seed}/task{task}/{stage}/eval.parquet",
+        f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}/eval.parquet",
     log:
-        "results/logs/evaluate/{experiment}/{point}/seed{seed}/task{task}/{stage}.log",
+        f"{RESULTS}/logs/evaluate/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}.log",
     benchmark:
-        "results/benchmarks/evaluate/{experiment}/{point}/seed{seed}/task{task}/{stage}.tsv"
+        f"{RESULTS}/benchmarks/evaluate/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}.tsv"
     wildcard_constraints:
         experiment=method_experiments(*TICKETS),
         stage=r"train|ticket|final|(prune|imp|regrow)[1-9][0-9]*",

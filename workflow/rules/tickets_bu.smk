@@ -19,14 +19,14 @@ checkpoint tickets_bu_imp:
     input:
         unpack(bu_imp_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/imp{round}/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/imp{round}/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/imp{round}/train_log.parquet",
-        decision="results/runs/{experiment}/{point}/seed{seed}/task{task}/imp{round}/decision.json",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/imp{{round}}/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/imp{{round}}/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/imp{{round}}/train_log.parquet",
+        decision=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/imp{{round}}/decision.json",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/imp{round}.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/imp{{round}}.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/imp{round}.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/imp{{round}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("tickets_bu"),
         task="0",
@@ -54,14 +54,14 @@ checkpoint tickets_bu_ticket:
         unpack(bu_ticket_inputs),
         prev_masks=bu_ticket_masks,
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/ticket/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/ticket/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/ticket/train_log.parquet",
-        decision="results/runs/{experiment}/{point}/seed{seed}/task{task}/ticket/decision.json",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/ticket/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/ticket/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/ticket/train_log.parquet",
+        decision=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/ticket/decision.json",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/ticket.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/ticket.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/ticket.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/ticket.tsv"
     wildcard_constraints:
         experiment=method_experiments("tickets_bu"),
         task=r"[1-9][0-9]*",
@@ -87,14 +87,14 @@ checkpoint tickets_bu_regrow:
     input:
         unpack(bu_regrow_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/regrow{round}/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/regrow{round}/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/regrow{round}/train_log.parquet",
-        decision="results/runs/{experiment}/{point}/seed{seed}/task{task}/regrow{round}/decision.json",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/regrow{{round}}/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/regrow{{round}}/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/regrow{{round}}/train_log.parquet",
+        decision=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/regrow{{round}}/decision.json",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/regrow{round}.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/regrow{{round}}.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/regrow{round}.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/regrow{{round}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("tickets_bu"),
         task=r"[1-9][0-9]*",

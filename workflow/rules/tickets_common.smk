@@ -65,7 +65,9 @@ def tickets_args(wildcards, input):
 
 
 def tickets_resume(wildcards, stage):
-    return f"results/resume/{run_of(wildcards).run_id}/task{wildcards.task}/{stage}.pt"
+    return (
+        f"{RESULTS}/resume/{run_of(wildcards).run_id}/task{wildcards.task}/{stage}.pt"
+    )
 
 
 def tickets_final(run, task):

@@ -14,14 +14,14 @@ rule tickets_td_train:
     input:
         unpack(td_train_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/train_log.parquet",
-        last="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/last.pt",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/train_log.parquet",
+        last=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/last.pt",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/train.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/train.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train.tsv"
     wildcard_constraints:
         experiment=method_experiments("tickets_td"),
         task=r"[1-9][0-9]*",
@@ -46,11 +46,11 @@ rule tickets_td_train:
 # Task 0 also saves the seeded init, the target of `rewind: zero`.
 use rule tickets_td_train as tickets_td_train_first with:
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/train_log.parquet",
-        last="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/last.pt",
-        init="results/runs/{experiment}/{point}/seed{seed}/task{task}/train/init.pt",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/train_log.parquet",
+        last=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/last.pt",
+        init=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/train/init.pt",
     wildcard_constraints:
         experiment=method_experiments("tickets_td"),
         task="0",
@@ -60,13 +60,13 @@ use rule tickets_td_train as tickets_td_prune with:
     input:
         unpack(td_prune_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/prune{round}/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/prune{round}/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/prune{round}/train_log.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/prune{{round}}/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/prune{{round}}/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/prune{{round}}/train_log.parquet",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/prune{round}.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/prune{{round}}.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/prune{round}.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/prune{{round}}.tsv"
     wildcard_constraints:
         experiment=method_experiments("tickets_td"),
         round=r"[1-9][0-9]*",
@@ -87,13 +87,13 @@ use rule tickets_td_train as tickets_td_final with:
     input:
         unpack(td_final_inputs),
     output:
-        model="results/runs/{experiment}/{point}/seed{seed}/task{task}/final/model.pt",
-        masks="results/runs/{experiment}/{point}/seed{seed}/task{task}/final/masks.pt",
-        train_log="results/runs/{experiment}/{point}/seed{seed}/task{task}/final/train_log.parquet",
+        model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/final/model.pt",
+        masks=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/final/masks.pt",
+        train_log=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/final/train_log.parquet",
     log:
-        "results/logs/train/{experiment}/{point}/seed{seed}/task{task}/final.log",
+        f"{RESULTS}/logs/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/final.log",
     benchmark:
-        "results/benchmarks/train/{experiment}/{point}/seed{seed}/task{task}/final.tsv"
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/final.tsv"
     wildcard_constraints:
         experiment=method_experiments("tickets_td"),
     params:

@@ -22,14 +22,15 @@ import torch
 from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.data import load_split
-from sparsecl.errors import ConfigError
+from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, read_parquet_provenance, write_text
 from sparsecl.methods import training
 from sparsecl.methods.tickets_td import rewind
 from sparsecl.methods.tickets_unlabeled import HELD_OUT_DEVIATION, frozen_views, normalise
 from sparsecl.models import create_backbone
-from sparsecl.scenarios import ScenarioSpec
+from sparsecl.scenarios import ScenarioSpec, load_scenario
 from sparsecl.sparse.imp import conv_parameters, remaining_percent
+from sparsecl.stage_files import load_stage_file
 
 from .stage_helpers import digits_and_scenario
 
@@ -143,6 +144,49 @@ def test_top_down_tickets_have_the_scheduled_densities_and_only_shrink(td):
     assert (rows["acc_cil"] >= 0).all() and set(rows["task_eval"]) == {0, 1}
 
 
+def test_a_faithful_top_down_run_executes_through_its_prune_rounds(digits, tmp_path):
+    """Faithful prunes task 0's last epoch (`last.pt`): every file a stage passes on is accepted."""
+    run = Run(tmp_path, digits, "tickets_td", protocol="faithful", prune_schedule=[2, 1], **PRUNING)
+    train0 = run.stage(0, "train")
+    prune1 = run.stage(0, "prune1", train0, model="last.pt")
+    prune2 = run.stage(0, "prune2", prune1)
+    unlabeled = run.retrieve(1, train0)
+    train1 = run.stage(1, "train", prune2, **unlabeled, rewind=train0 / "init.pt")
+    run.stage(1, "prune1", train1, model="last.pt")
+    assert [round(remaining_percent(masks_of(d)), 2) for d in (prune1, prune2, run.dir(1, "prune1"))] == [
+        80.0,
+        64.0,
+        51.2,
+    ]
+    for path, task, stage in [
+        (train0 / "last.pt", 0, "train"),
+        (train0 / "init.pt", 0, "train"),
+        (unlabeled["unlabeled"], 1, "retrieve"),
+        (train1 / "last.pt", 1, "train"),
+    ]:
+        prov = load_torch(path)["provenance"]
+        assert (prov["run_id"], prov["task"], prov["stage"]) == (run.config.run_id, task, stage), path
+
+
+def test_a_passed_on_file_of_another_run_task_or_without_provenance_is_refused_in_one_line(td, bu, tmp_path):
+    again = Run(tmp_path, td.digits, "tickets_td", **td.config.method_args)
+    start, init = td.dir(0, "prune1"), {"rewind": td.dir(0, "train") / "init.pt"}
+    foreign = bu.dir(1, "retrieve") / "unlabeled.pt"
+    expected = (
+        f"{foreign}: retrieval file of run 'tickets_bu/default/seed0', not of this run 'tickets_td/default/seed0'"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        again.stage(1, "train", start, unlabeled=foreign, **init)
+    bare = tmp_path / "init.pt"
+    torch.save({"state_dict": load_torch(init["rewind"])["state_dict"]}, bare)
+    with pytest.raises(DataError, match=re.escape(f"{bare}: not a weights file written by sparsecl (no provenance)")):
+        again.stage(1, "train", start, unlabeled=td.dir(1, "retrieve") / "unlabeled.pt", rewind=bare)
+    bu_again = Run(tmp_path / "bu", bu.digits, "tickets_bu", **bu.config.method_args)
+    with pytest.raises(DataError, match="model.pt: model file of task 0, expected task 1$"):
+        bu_again.stage(1, "ticket", bu.dir(0, "train"), masks=bu.dir(0, "imp2"), dense=bu.dir(0, "train") / "model.pt")
+    assert not list(tmp_path.glob("**/task1/*/*.pt"))  # refused before anything was written
+
+
 def test_the_train_stage_keeps_the_best_validation_model_and_the_last_epoch_apart(td):
     log = pd.read_parquet(td.dir(1, "train") / "train_log.parquet")
     assert log["selected"].sum() == 1 and {"score", "remaining_weights"} <= set(log.columns)
@@ -159,9 +203,11 @@ def test_a_rewind_resets_only_the_conv_weights_and_keeps_the_mask(td, mode):
     before = {n: v.clone() for n, v in model.state_dict().items()}
     masks = masks_of(td.dir(0, "prune1"))
     sources = {"zero": td.dir(0, "train") / "init.pt", "best": td.dir(0, "train") / "model.pt"}
+    scenario = load_scenario(td.digits.scenario)
     ctx = SimpleNamespace(
         model=model, device=CPU, generator=torch.Generator().manual_seed(0), task=1, stage="train",
         inputs={"rewind": sources[mode]} if mode in sources else {}, log=lambda _: None,
+        stage_input=lambda name, tasks, what: load_stage_file(sources[mode], td.config, scenario, CPU, tasks, what),
     )  # fmt: skip
     rewind(ctx, mode, masks)
     after, convs = model.state_dict(), conv_parameters(model)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import zipfile
 from pathlib import Path
@@ -17,10 +16,8 @@ from .engine import DeviceData, seed_everything
 from .engine.device import prepare_model
 from .errors import DataError
 from .io import (
-    TIMING_FIELDS,
     all_or_none,
     check_writable,
-    load_torch,
     provenance,
     remove_stale_temporaries,
     save_torch,
@@ -31,6 +28,7 @@ from .io import (
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
+from .stage_files import file_provenance, load_stage_file
 
 
 def log_to_stdout(message: str) -> None:
@@ -68,18 +66,6 @@ def build_model(run: RunConfig, meta: dict, scenario: Scenario, device: torch.de
     return prepare_model(model, device)
 
 
-def architecture(run: RunConfig, scenario: Scenario) -> str:
-    """What a weights or masks file must have been made for: backbone, its arguments, class count."""
-    return f"{run.backbone}{json.dumps(run.backbone_args, sort_keys=True)} x {scenario.num_classes} classes"
-
-
-def file_provenance(run: RunConfig, scenario: Scenario, task: int, stage: str) -> dict[str, Any]:
-    """Provenance stored inside model and masks files: which run, task, stage and network made them,
-    and no timing fields, so that the same config and seed give byte-identical files."""
-    prov = {k: v for k, v in provenance(run.to_dict(), seed=run.seed).items() if k not in TIMING_FIELDS}
-    return {**prov, "run_id": run.run_id, "task": task, "stage": stage, "architecture": architecture(run, scenario)}
-
-
 def load_run_scenario(path: Path, run: RunConfig, task: int) -> Scenario:
     """The scenario file of this run (its dataset and split), holding `task`; else a one-line error."""
     try:
@@ -96,24 +82,6 @@ def load_run_scenario(path: Path, run: RunConfig, task: int) -> Scenario:
     if not 0 <= task < len(scenario.tasks):
         raise DataError(f"{path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
     return scenario
-
-
-def load_stage_file(path: Path, run: RunConfig, scenario: Scenario, device, tasks: tuple[int, ...], what: str) -> dict:
-    """A model or masks file of this run, of one of `tasks`, for this network; else a one-line error."""
-    saved = load_torch(path, map_location=device)
-    prov = saved.pop("provenance", None) if isinstance(saved, dict) else None
-    if not isinstance(prov, dict):
-        raise DataError(f"{path}: not a {what} file written by sparsecl (no provenance)")
-    if prov.get("run_id") != run.run_id:
-        raise DataError(f"{path}: {what} file of run {prov.get('run_id')!r}, not of this run {run.run_id!r}")
-    if prov.get("task") not in tasks:
-        expected = " or ".join(map(str, tasks))
-        raise DataError(f"{path}: {what} file of task {prov.get('task')}, expected task {expected}")
-    if prov.get("architecture") != architecture(run, scenario):
-        raise DataError(
-            f"{path}: {what} file for {prov.get('architecture')}, this run uses {architecture(run, scenario)}"
-        )
-    return saved
 
 
 def load_weights(model: torch.nn.Module, saved: dict, path: Path) -> None:
@@ -205,7 +173,9 @@ def train(
         for path, table in tables.items():
             write_parquet(path, table, prov)
         for path, obj in files.items():
-            write_json(path, obj) if path.suffix == ".json" else save_torch(path, _to_cpu(obj))
+            write_json(path, obj) if path.suffix == ".json" else save_torch(
+                path, {**_to_cpu(obj), "provenance": stored}
+            )
         write_parquet(out_log, log_rows, prov)
         state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
         save_torch(out_model, state)

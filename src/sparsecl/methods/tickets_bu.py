@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import load_torch
 from ..sparse import apply_masks
 from ..sparse.imp import conv_parameters, dense_masks, magnitude_prune, prune_count, remaining_percent
 from .base import TaskContext, TaskResult, register_method
@@ -92,11 +91,11 @@ class TicketsBU(TicketsMethod):
     def stage_ticket(self, ctx: TaskContext, args: BUArgs, _round: int) -> TaskResult:
         if ctx.task == 0 or "dense" not in ctx.inputs:
             raise ConfigError(f"--stage ticket: tasks >= 1 only, with --input dense=<task {ctx.task}'s train model>")
+        dense = copy.deepcopy(ctx.model)  # read before training: a wrong input fails at once
+        dense.load_state_dict(ctx.stage_input("dense", (ctx.task,), "model")["state_dict"])
+        split, batch = stopping_split(ctx), ctx.run.train.eval_batch_size
         masks = current_masks(ctx)
         trained = train_current_task(ctx, args, full_schedule(ctx), masks=masks, score=validation_score(ctx))
-        split, batch = stopping_split(ctx), ctx.run.train.eval_batch_size
-        dense = copy.deepcopy(ctx.model)
-        dense.load_state_dict(load_torch(ctx.inputs["dense"], map_location=ctx.device)["state_dict"])
         a_dense, a_ticket = split.task_mean(dense, ctx.task, batch), split.task_mean(ctx.model, ctx.task, batch)
         regrow = a_dense - a_ticket >= args.accept_decay
         ctx.log(f"task {ctx.task}: {split.name} accuracy dense {a_dense:.2f}%, ticket {a_ticket:.2f}%: regrow {regrow}")

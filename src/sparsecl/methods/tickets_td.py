@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..io import load_torch
 from ..sparse import apply_masks, reinitialise
 from ..sparse.imp import Masks, conv_parameters, dense_masks, magnitude_prune, remaining_percent
 from .base import TaskContext, TaskResult, register_method
@@ -65,7 +64,7 @@ def rewind(ctx: TaskContext, mode: str, masks: Masks) -> None:
     if mode in ("zero", "best"):
         if "rewind" not in ctx.inputs:
             raise ConfigError(f"stage {ctx.stage}: method_args.rewind {mode} needs --input rewind=<weights file>")
-        source = load_torch(ctx.inputs["rewind"], map_location=ctx.device)["state_dict"]
+        source = ctx.stage_input("rewind", tuple(range(ctx.task + 1)), "weights")["state_dict"]
         for name, param in params.items():
             param.copy_(source[name])
     elif mode == "rand":

@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..data import get_dataset
 from ..engine import DeviceData, autocast
 from ..errors import ConfigError, DataError
-from ..io import load_torch, read_json
+from ..io import read_json
 from .base import TaskContext
 
 UNLABELED_SOURCES = ("pool", "held_out_classes")
@@ -196,7 +196,7 @@ def load_unlabeled(ctx: TaskContext, source: str) -> UnlabeledSet:
         raise ConfigError(
             f"stage {ctx.stage} of task {ctx.task}: needs --input unlabeled=<task's retrieve/unlabeled.pt>"
         )
-    saved = load_torch(ctx.inputs["unlabeled"], map_location=ctx.device)
+    saved = ctx.stage_input("unlabeled", (ctx.task,), "retrieval")
     if saved["heads"] != ctx.task or saved["source"] != source:
         raise DataError(f"{ctx.inputs['unlabeled']}: made for task {saved['heads']} from {saved['source']}")
     images = pool_images(ctx, source, saved["index"]).images

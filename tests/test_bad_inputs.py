@@ -33,11 +33,11 @@ import yaml
 from sparsecl import cli, io, stages
 from sparsecl.config import HASH_KEY
 from sparsecl.data.sources import check_overrides
+from sparsecl.data.synth import write_mini_imagenet, write_mnist, write_tiny_imagenet
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
 from sparsecl.scenarios import ScenarioSpec
 
-from .fixtures.datasets import write_mini_imagenet, write_mnist, write_tiny_imagenet
 from .fixtures.http_server import FileServer, file_server
 from .stage_helpers import make_run, train_task
 

@@ -9,9 +9,9 @@ import pytest
 
 from sparsecl.data import get_dataset, load_meta
 from sparsecl.data.mnist import FASHION_NAMES
+from sparsecl.data.synth import write_cifar10, write_cifar100, write_mnist
 from sparsecl.errors import DataError
 
-from .fixtures.datasets import write_cifar10, write_cifar100, write_mnist
 from .fixtures.http_server import file_server
 from .fixtures.pipeline import assert_prepared, serve_fetch_prepare
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 from sparsecl.data import get_dataset, load_meta, load_split
 from sparsecl.data.archives import shorter_side_center_crop
+from sparsecl.data.synth import identity_of, write_mini_imagenet, write_tiny_imagenet
 from sparsecl.errors import DataError
 
-from .fixtures.datasets import identity_of, write_mini_imagenet, write_tiny_imagenet
 from .fixtures.http_server import file_server
 from .fixtures.pipeline import assert_prepared, serve_fetch_prepare
 

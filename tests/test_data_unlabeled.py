@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from sparsecl.data import get_dataset
+from sparsecl.data.synth import write_cifar10, write_tickets_pool
 from sparsecl.data.unlabeled import prepare_pool, resolve_pool
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import read_json
-
-from .fixtures.datasets import write_cifar10, write_tickets_pool
 
 
 def test_published_pickle_becomes_the_pool_with_no_deviation(tmp_path):

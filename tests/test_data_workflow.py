@@ -10,7 +10,8 @@ import stat
 
 import pytest
 
-from .fixtures.datasets import write_cifar100, write_tiny_imagenet
+from sparsecl.data.synth import write_cifar100, write_tiny_imagenet
+
 from .fixtures.http_server import file_server
 from .workflow_helpers import planned_jobs, snakemake, write_config
 

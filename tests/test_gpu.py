@@ -30,6 +30,7 @@ import torch
 from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.data import get_dataset
+from sparsecl.data.synth import write_cifar100
 from sparsecl.engine import DeviceData, autocast, train_epoch
 from sparsecl.engine.device import prepare_model
 from sparsecl.engine.loop import sliced_cross_entropy
@@ -40,7 +41,6 @@ from sparsecl.sparse import FREE, layer_densities, maskable_parameters, random_m
 from sparsecl.sparse.masks import apply_masks, mask_factors
 from sparsecl.sparse.trainer import DSTSchedule, SparseTrainer
 
-from .fixtures.datasets import write_cifar100
 from .stage_helpers import kill_in_epoch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -92,3 +92,18 @@ def data_scenario(
     if unknown:
         raise ConfigError(f"--spec: unknown key {unknown[0]!r}; expected some of: {', '.join(known)}")
     make_scenario(dataset, data_dir, spec, out)
+
+
+@data_app.command("synth")
+def data_synth(
+    source: str,
+    out: PathArg,
+    train_per_class: int = 2,
+    test_per_class: int = 1,
+    seed: int = 0,
+) -> None:
+    """Write a small learnable SOURCE in its real raw format into OUT; print each file's sha256."""
+    from .synth import SynthSize, synth
+
+    for name, digest in synth(source, out, SynthSize(train_per_class, test_per_class), seed).items():
+        typer.echo(f"{digest}  {name}")

@@ -16,6 +16,11 @@ from collections.abc import Mapping
 RESULTS = "results"
 RESOURCES = "resources"
 REHEARSAL = "rehearsal"
+# The first line of a rehearsal's tables and ledger.
+NOTICE = (
+    "REHEARSAL: synthetic data, 1 epoch, 1 seed, a covering subset of the grid."
+    " These numbers are a rehearsal of the pipeline and mean nothing."
+)
 
 # Names a results root may not take: they are folders of the default root itself.
 RESERVED_NAMES = frozenset({"runs", "tables", "plots", "logs", "benchmarks", "resume", REHEARSAL})

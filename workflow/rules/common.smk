@@ -29,8 +29,15 @@ from sparsecl.experiments import (  # noqa: E402
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 try:
     config.update(validate(config, SCHEMA))
+    REHEARSAL = roots.is_rehearsal(config)
+    if REHEARSAL:  # sparsecl/rehearsal.py: the same DAG on tiny synthetic data
+        from sparsecl import rehearsal
+
+        config.update(rehearsal.rehearsal_config(config, roots.resources_root(config)))
     PLANNED = plan_runs(config, SCHEMA)
     LEDGER = plan_ledger(config, PLANNED)
+    if REHEARSAL:  # the ledger keeps every entry; the points left out read "not run"
+        PLANNED = rehearsal.covering_points(config, PLANNED)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 RUNS = {p.run.run_id: p for p in PLANNED}
@@ -244,7 +251,8 @@ def all_data():
 
 def ledger_json():
     """The reference values, and the papers' notes, for the reproduction ledger."""
-    return json.dumps({"entries": LEDGER, "papers": config["papers"]}, sort_keys=True)
+    ledger = {"entries": LEDGER, "papers": config["papers"], "rehearsal": REHEARSAL}
+    return json.dumps(ledger, sort_keys=True)
 
 
 def curve_papers():
@@ -291,13 +299,21 @@ def data_sources_json():
     return json.dumps(config["data"]["sources"], sort_keys=True)
 
 
+RAW_ROOT = f"{RESOURCES}/raw"
+
+
 def raw_dir(wildcards):
-    return data_sources.raw_dir(wildcards.dataset)
+    return data_sources.raw_dir(wildcards.dataset, RAW_ROOT)
 
 
 def raw_inputs(wildcards):
     """Raw files a dataset's prepare step reads ([] for built-in datasets such as digits)."""
-    return data_sources.raw_paths(wildcards.dataset)
+    return data_sources.raw_paths(wildcards.dataset, RAW_ROOT)
+
+
+def synthetic_raw(wildcards):
+    """A rehearsal's download step copies and verifies the source's synthetic files; a real one has no input."""
+    return [f"{RESOURCES}/synth/{wildcards.dataset}"] if REHEARSAL else []
 
 
 def unlabeled_pool(dataset):
@@ -310,15 +326,15 @@ def unlabeled_pool(dataset):
     except ConfigError as err:
         raise WorkflowError(f"config error: {err}") from None
     return {
-        "pool": f"{pool_dir(pool)}/pool.npy",
-        "pool_meta": f"{pool_dir(pool)}/meta.json",
+        "pool": f"{pool_dir(pool, f'{RESOURCES}/data')}/pool.npy",
+        "pool_meta": f"{pool_dir(pool, f'{RESOURCES}/data')}/meta.json",
     }
 
 
 def pool_source(wildcards):
     """The Tiny Images pickle, the prepared CIFAR training images, or nothing (`none`)."""
     if wildcards.pool == "tiny_images":
-        return data_sources.raw_paths("tiny_images")
+        return data_sources.raw_paths("tiny_images", RAW_ROOT)
     if wildcards.pool == "none":
         return []
     return [

@@ -11,6 +11,7 @@ import pandas as pd
 from ..errors import DataError
 from ..experiments import paper_slug
 from ..io import provenance, write_parquet, write_text
+from ..roots import NOTICE, REHEARSAL
 from .ledger import Results, ledger_rows, no_value_rows, verdict_lines
 from .plots import accuracy_curves, ledger_curves, matrix_heatmaps
 from .tables import aggregate, aggregate_curves, markdown_table, summary_markdown
@@ -35,6 +36,10 @@ def build_report(
         raise DataError(
             f"report: {len(metrics_paths)} metrics files, {len(matrix_paths)} matrices and {len(curve_paths)} curve files"
         )
+    ledger = json.loads(ledger_json)
+    rehearsal = bool(ledger.get("rehearsal"))
+    if not rehearsal:
+        _refuse_rehearsal_results(metrics_paths + matrix_paths + curve_paths)
     metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
     curves = pd.concat([pd.read_parquet(p) for p in curve_paths], ignore_index=True)
     agg, agg_curves = aggregate(metrics), aggregate_curves(curves)
@@ -42,21 +47,28 @@ def build_report(
     prov = provenance({"runs": sorted(metrics["run_id"].unique())})
     write_parquet(tables_dir / "summary.parquet", agg, prov)
     write_text(tables_dir / "summary.csv", agg.to_csv(index=False, float_format="%.4f"))
-    write_text(tables_dir / "summary.md", summary_markdown(agg, agg_curves, decimals))
+    notice = f"> **{NOTICE}**\n\n" if rehearsal else ""
+    write_text(tables_dir / "summary.md", notice + summary_markdown(agg, agg_curves, decimals))
 
-    ledger = json.loads(ledger_json)
     entries, notes = ledger["entries"], ledger.get("papers", {})
     results = Results(agg, agg_curves)
     papers_of = {e["experiment"]: e["paper"] for e in entries}
     rows = ledger_rows(entries, results, tolerance, decimals) + no_value_rows(agg, entries, papers_of)
     table = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
-    write_text(tables_dir / "reproduction.csv", table.to_csv(index=False))
-    write_text(tables_dir / "reproduction.md", _ledger_markdown(table, rows, notes, tolerance))
+    write_text(tables_dir / "reproduction.csv", (f"# {NOTICE}\n" if rehearsal else "") + table.to_csv(index=False))
+    write_text(tables_dir / "reproduction.md", notice + _ledger_markdown(table, rows, notes, tolerance))
 
     _plots(metrics, curves, matrix_paths, plots_dir)
     for paper in sorted({e["paper"] for e in entries if "curve" in e}):
         curve_entries = [e for e in entries if e["paper"] == paper and "curve" in e]
         ledger_curves(paper, curve_entries, results, plots_dir / "ledger" / f"{paper_slug(paper)}.png")
+
+
+def _refuse_rehearsal_results(paths: list[Path]) -> None:
+    """A real report never reads a rehearsal's files (they live under a `rehearsal` folder)."""
+    for path in paths:
+        if REHEARSAL in Path(path).parts:
+            raise DataError(f"{path}: a rehearsal's result; a real report reads only real runs")
 
 
 def _ledger_markdown(table: pd.DataFrame, rows: list[dict], notes: dict, tolerance: float) -> str:

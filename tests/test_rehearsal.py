@@ -1,0 +1,74 @@
+"""`--config rehearse=true`: a config's rehearsal on synthetic data, apart from real results."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import yaml
+
+from sparsecl.data.synth import CHECKSUMS
+from sparsecl.errors import DataError
+from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
+from sparsecl.rehearsal import covering_indices, covering_points, rehearsal_config
+from sparsecl.report import build_report
+
+from .workflow_helpers import ROOT
+
+SCHEMA = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
+PAPERS = sorted((ROOT / "config/papers").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("lengths", [[], [2], [2, 4, 3], [3, 1, 2]])
+def test_a_covering_set_holds_every_value_of_every_axis_in_max_length_points(lengths):
+    product = list(itertools.product(*(range(n) for n in lengths)))
+    chosen = [product[i] for i in covering_indices(lengths)]
+    assert len(chosen) == max(lengths, default=1)
+    for axis, n in enumerate(lengths):
+        assert {point[axis] for point in chosen} == set(range(n))
+
+
+@pytest.mark.parametrize("path", PAPERS, ids=lambda p: p.stem)
+def test_a_rehearsal_keeps_methods_protocols_backbones_and_scenarios_and_shrinks_only_cost(path):
+    real = validate(yaml.safe_load(path.read_text()), SCHEMA)
+    rehearsal = rehearsal_config(copy.deepcopy(real), "resources/rehearsal")
+    assert rehearsal["seeds"] == real["seeds"][:1]
+    real_planned = plan_runs(real, SCHEMA)
+    real_runs = {p.run.run_id: p.run for p in real_planned}
+    planned = plan_runs(rehearsal, SCHEMA)
+    kept = covering_points(rehearsal, planned)
+    assert {p.run.experiment for p in kept} == set(real["experiments"])
+    for p in kept:
+        run, twin = p.run, real_runs[p.run.run_id]
+        assert (run.method, run.protocol, run.backbone, run.backbone_args, run.dataset) == (
+            twin.method, twin.protocol, twin.backbone, twin.backbone_args, twin.dataset,
+        )  # fmt: skip
+        sizes = {"validation_fraction", "exemplars_per_class"}  # shrunk, but present where the paper has them
+        assert {k: v for k, v in vars(run.scenario).items() if k not in sizes} == {
+            k: v for k, v in vars(twin.scenario).items() if k not in sizes
+        }
+        for key in sizes:
+            assert bool(getattr(run.scenario, key)) == bool(getattr(twin.scenario, key))
+        assert run.train.epochs == 1
+        assert run.method_args.get("trials", 2) <= 2 and run.method_args.get("max_rounds", 2) <= 2
+        assert run.method_args.get("retrain_epochs", 1) == 1
+    for name, experiment in real["experiments"].items():  # every grid value runs at least once
+        points = {p.run.point for p in kept if p.run.experiment == name}
+        for axis, values in experiment.get("grid", {}).items():
+            short = axis.split(".")[-1]
+            assert len({part for point in points for part in point.split(",") if part.startswith(short + "=")}) == len(
+                values
+            )
+    # the ledger keeps a row for every reported entry, planned on the full grid
+    assert len(plan_ledger(rehearsal, planned)) == len(plan_ledger(real, real_planned))
+    for source, entry in rehearsal["data"]["sources"].items():
+        assert entry["checksums"] == CHECKSUMS[source] and entry["path"].startswith("resources/rehearsal/synth/")
+
+
+def test_a_real_report_refuses_a_rehearsals_results(tmp_path):
+    runs = tmp_path / "results" / "rehearsal" / "focil" / "runs" / "e" / "p" / "seed0"
+    files = [runs / name for name in ("metrics.parquet", "matrix.csv", "curves.parquet")]
+    with pytest.raises(DataError, match="a rehearsal's result; a real report reads only real runs"):
+        build_report(files[:1], files[1:2], files[2:], '{"entries": [], "papers": {}}', tmp_path / "t", tmp_path / "p")
+    assert not (tmp_path / "t").exists()

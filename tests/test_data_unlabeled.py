@@ -9,9 +9,10 @@ import pytest
 
 from sparsecl.data import get_dataset
 from sparsecl.data.synth import write_cifar10, write_tickets_pool
-from sparsecl.data.unlabeled import prepare_pool, resolve_pool
+from sparsecl.data.unlabeled import pool_dir, prepare_pool, resolve_pool
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import read_json
+from sparsecl.methods.tickets_unlabeled import load_pool
 
 
 def test_published_pickle_becomes_the_pool_with_no_deviation(tmp_path):
@@ -38,6 +39,17 @@ def test_no_pool_is_an_empty_pool_with_its_deviation(tmp_path):
     prepare_pool("none", None, tmp_path / "out")
     assert np.load(tmp_path / "out" / "pool.npy").shape == (0, 32, 32, 3)
     assert read_json(tmp_path / "out" / "meta.json")["deviation"] == "no unlabeled pool (ablation)"
+
+
+def test_an_empty_pool_for_digits_has_the_digits_image_shape_and_a_tickets_run_reads_it(tmp_path):
+    digits = get_dataset("digits")
+    digits.prepare(tmp_path / "raw", tmp_path / "digits", 0)
+    out = tmp_path / pool_dir("none", "digits", "")
+    prepare_pool("none", tmp_path / "digits", out)
+    pool = np.load(out / "pool.npy")
+    assert pool.shape == (0, 8, 8, 1) and pool.dtype == np.uint8
+    assert read_json(out / "meta.json")["image_shape"] == [8, 8, 1]
+    assert load_pool(out / "pool.npy", (1, 8, 8)).shape == (0, 8, 8, 1)
 
 
 def test_a_pickle_of_the_wrong_shape_is_a_clear_error(tmp_path):

@@ -102,3 +102,17 @@ def test_faithful_runs_prune_the_last_epoch_and_declare_the_test_split_for_stopp
     imp = next(block for block in output.split("\n\n") if "--stage imp1" in block)
     assert "--input test_images=resources/data/digits/test/images.npy" in imp
     assert not any("test_images" in block for block in output.split("\n\n") if "--stage train" in block)
+
+
+def test_without_a_pool_a_digits_run_reads_an_empty_pool_made_in_the_digits_image_shape(tmp_path):
+    config = {**copy.deepcopy(CONFIG), "data": {"unlabeled_pool": "none"}}
+    config["experiments"]["tickets_td"]["method_args"]["unlabeled_source"] = "pool"
+    write_config(tmp_path, config)
+    output = snakemake(tmp_path, "-n", "-p", "all").stdout
+    prepare = next(block for block in output.split("\n\n") if "sparsecl data unlabeled" in block)
+    assert (
+        "sparsecl data unlabeled none --source resources/data/digits --out-dir resources/data/unlabeled/none/digits"
+        in prepare
+    )
+    retrieve = next(block for block in output.split("\n\n") if "--stage retrieve" in block)
+    assert "pool=resources/data/unlabeled/none/digits/pool.npy" in retrieve

@@ -326,17 +326,18 @@ def unlabeled_pool(dataset):
     except ConfigError as err:
         raise WorkflowError(f"config error: {err}") from None
     return {
-        "pool": f"{pool_dir(pool, f'{RESOURCES}/data')}/pool.npy",
-        "pool_meta": f"{pool_dir(pool, f'{RESOURCES}/data')}/meta.json",
+        "pool": f"{pool_dir(pool, dataset, f'{RESOURCES}/data')}/pool.npy",
+        "pool_meta": f"{pool_dir(pool, dataset, f'{RESOURCES}/data')}/meta.json",
     }
 
 
 def pool_source(wildcards):
-    """The Tiny Images pickle, the prepared CIFAR training images, or nothing (`none`)."""
+    """The Tiny Images pickle, the prepared CIFAR training images, or for the empty pool
+    (`none/<dataset>`) the prepared dataset whose image shape it takes."""
     if wildcards.pool == "tiny_images":
         return data_sources.raw_paths("tiny_images", RAW_ROOT)
-    if wildcards.pool == "none":
-        return []
+    if wildcards.pool.startswith("none/"):
+        return [f"{RESOURCES}/data/{wildcards.pool.split('/')[1]}/meta.json"]
     return [
         f"{RESOURCES}/data/{wildcards.pool}/meta.json",
         f"{RESOURCES}/data/{wildcards.pool}/train/images.npy",
@@ -346,8 +347,6 @@ def pool_source(wildcards):
 def pool_source_arg(wildcards, input):
     if wildcards.pool == "tiny_images":
         return f"--source {input[0]}"
-    if wildcards.pool == "none":
-        return ""
     return f"--source {Path(input[0]).parent}"
 
 

@@ -112,7 +112,7 @@ rule prepare_unlabeled:
     log:
         f"{RESULTS}/logs/prepare_unlabeled/{{pool}}.log",
     wildcard_constraints:
-        pool="|".join(POOLS),
+        pool="|".join(p for p in POOLS if p != "none") + "|none/[a-z0-9_]+",
     conda:
         "../../envs/sparsecl.yaml"
     resources:
@@ -121,6 +121,7 @@ rule prepare_unlabeled:
     params:
         code=POOL_CODE,
         source=pool_source_arg,
+        pool=lambda wildcards: wildcards.pool.split("/")[0],
         out_dir=subpath(output.meta, parent=True),
     shell:
-        "sparsecl data unlabeled {wildcards.pool} {params.source} --out-dir {params.out_dir} > {log} 2>&1"
+        "sparsecl data unlabeled {params.pool} {params.source} --out-dir {params.out_dir} > {log} 2>&1"

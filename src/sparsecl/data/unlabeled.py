@@ -7,6 +7,9 @@ recorded deviation: the training images of the other CIFAR (labels dropped), or 
 
     resources/data/unlabeled/<pool>/pool.npy    uint8 [N, 32, 32, 3]
     resources/data/unlabeled/<pool>/meta.json   pool, size, provenance, deviation (null: the published pool)
+
+The empty pool (`none`) is written per dataset, under unlabeled/none/<dataset>/, in that
+dataset's image shape (digits: [0, 8, 8, 1]), so the reader's shape check holds for every run.
 """
 
 from __future__ import annotations
@@ -70,20 +73,25 @@ def resolve_pool(choice: str, dataset: str) -> str:
     return pool
 
 
-def pool_dir(pool: str, data_root: str = "resources/data") -> str:
-    return f"{data_root}/unlabeled/{pool}"
+def pool_dir(pool: str, dataset: str, data_root: str = "resources/data") -> str:
+    """Where `pool` is prepared for runs on `dataset`; the empty pool has one per dataset (its image shape)."""
+    return f"{data_root}/unlabeled/none/{dataset}" if pool == "none" else f"{data_root}/unlabeled/{pool}"
 
 
 def prepare_pool(pool: str, source: Path | None, out_dir: Path) -> None:
     """Write pool.npy and meta.json (last, it marks completion) for `pool`.
 
-    `source`: the Tiny Images pickle, a prepared CIFAR directory, or None for `none`.
+    `source`: the Tiny Images pickle, a prepared CIFAR directory, or for `none` the prepared
+    dataset whose image shape the empty pool takes (None: 32x32x3).
     """
     if pool not in POOLS:
         raise DataError(f"unknown unlabeled pool {pool!r}; expected one of: {', '.join(POOLS)}")
     provenance: dict = {}
+    shape = SHAPE
     if pool == "none":
-        images = np.zeros((0, *SHAPE), dtype=np.uint8)
+        if source is not None:
+            shape = tuple(load_meta(source)["image_shape"])
+        images = np.zeros((0, *shape), dtype=np.uint8)
     elif pool == "tiny_images":
         images = _read_tiny_images(Path(source))
         sources, sha256 = source_record([Path(source)])
@@ -102,7 +110,7 @@ def prepare_pool(pool: str, source: Path | None, out_dir: Path) -> None:
             "description": info.description,
             "deviation": info.deviation,
             "num_images": int(len(images)),
-            "image_shape": list(SHAPE),
+            "image_shape": list(shape),
             **provenance,
         },
     )

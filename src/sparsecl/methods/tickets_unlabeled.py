@@ -125,7 +125,7 @@ def pool_images(ctx: TaskContext, source: str, index: torch.Tensor | None = None
             f"stage {ctx.stage}: method_args.unlabeled_source pool needs --input pool=... and pool_meta=..."
         )
     meta = read_json(ctx.inputs["pool_meta"])
-    array = _load_pool(Path(ctx.inputs["pool"]), tuple(ctx.data.images.shape[1:]))
+    array = load_pool(Path(ctx.inputs["pool"]), tuple(ctx.data.images.shape[1:]))
     if index is not None:
         array = array[np.sort(index.cpu().numpy())]
     tensor = torch.from_numpy(np.ascontiguousarray(array)).to(ctx.device).permute(0, 3, 1, 2).contiguous()
@@ -135,7 +135,7 @@ def pool_images(ctx: TaskContext, source: str, index: torch.Tensor | None = None
     return PoolImages(tensor, source, meta.get("pool"), meta.get("deviation"))
 
 
-def _load_pool(path: Path, chw: tuple[int, int, int]) -> np.ndarray:
+def load_pool(path: Path, chw: tuple[int, int, int]) -> np.ndarray:
     try:
         array = np.load(path, mmap_mode="r")
     except (FileNotFoundError, ValueError) as err:

@@ -1,4 +1,5 @@
-# Dense reference points: finetune (forgetting lower bound) and joint (upper bound).
+# The generic training rule: the dense reference points finetune (forgetting lower bound) and
+# joint (upper bound), and every method without rules of its own (common.smk, `OWN_RULES`).
 # A task's job trains it, then evaluates the saved model on every seen task in the same process
 # (eval.parquet): no second start, model or data load per task, and half the jobs to plan.
 # Training logs are appended to: a job resumed after a kill keeps the epochs it had logged.
@@ -17,7 +18,7 @@ rule train_baseline:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.tsv"
     wildcard_constraints:
-        experiment=method_experiments("finetune", "joint"),
+        experiment=single_stage_experiments(),
     group:
         RUN_GROUP
     conda:

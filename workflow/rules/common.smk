@@ -128,6 +128,18 @@ def method_experiments(*methods):
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
 
 
+# Methods with rules of their own (several stages per task, further outputs, or a rule name of
+# their own for cluster resources). Every other method trains one stage per task through the
+# generic training rule (baselines.smk), so a new single-stage method needs no rule.
+OWN_RULES = ("dst", "focil", "multistep", "tickets_cil", "tickets_td", "tickets_bu")
+
+
+def single_stage_experiments():
+    """Regex matching the experiments that the generic training rule runs."""
+    methods = {p.run.method for p in PLANNED} - set(OWN_RULES)
+    return method_experiments(*methods)
+
+
 def run_of(wildcards):
     run_id = f"{wildcards.experiment}/{wildcards.point}/seed{wildcards.seed}"
     try:

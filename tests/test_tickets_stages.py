@@ -357,3 +357,21 @@ def test_bad_settings_are_one_line_config_errors(digits, tmp_path, method, args,
     run = Run(tmp_path, digits, method, **{**valid, **args})
     with pytest.raises(ConfigError, match=re.escape(message)):
         run.stage(0, stage)
+
+
+def test_retrieval_logs_the_pool_size_and_the_fraction_taken_and_warns_when_it_would_take_the_whole_pool(
+    td, digits, tmp_path, capsys
+):
+    held_out = int((load_split(digits.data, "train").labels >= 4).sum())  # the classes outside the 2x2 scenario
+    ordinary = pd.read_parquet(td.dir(1, "retrieve") / "train_log.parquet").iloc[0]
+    assert (ordinary["pool_size"], ordinary["requested"], ordinary["selected"]) == (held_out, 100, 100)
+    assert ordinary["retrieved_fraction"] == pytest.approx(100 / held_out)
+    capsys.readouterr()
+    greedy = Run(tmp_path, digits, "tickets_td", prune_schedule=[1, 2], **{**PRUNING, "unlabeled_per_exemplar": 1000})
+    row = pd.read_parquet(greedy.stage(1, "retrieve", td.dir(0, "train")) / "train_log.parquet").iloc[0]
+    assert (row["pool_size"], row["requested"], row["selected"], row["retrieved_fraction"]) == (
+        held_out, 10_000, held_out, 1.0
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"asks for 10000 unlabeled images (10 exemplars x 1000) from a pool of {held_out}" in out
+    assert "warning" not in capsys.readouterr().out

@@ -7,6 +7,7 @@ import copy
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_runs
 from sparsecl.methods.tickets_bu import BUArgs, imp_decision, regrow_decision
 from sparsecl.methods.tickets_teaching import Balance, StreamLogits, kd_loss, lottery_loss
-from sparsecl.methods.tickets_unlabeled import frozen_views, greedy_knn
+from sparsecl.methods.tickets_unlabeled import embed, frozen_views, greedy_knn, normalise, teacher_logits
 from sparsecl.models import create_backbone
 from sparsecl.sparse.imp import conv_parameters, dense_masks, magnitude_prune, prune_count, remaining_percent
 
@@ -110,6 +111,19 @@ def test_retrieval_stops_when_the_pool_is_used_up_without_repeating_an_image():
     picked = greedy_knn(line(0.0, 0.0, 0.0, 0.0), line(3, 1, 2, 0, 4), 2, chunk=3)
     assert picked.tolist() == [3, 1, 2, 0, 4]
     assert greedy_knn(line(0.0), line(), 5).tolist() == []
+
+
+def test_retrieval_features_and_teacher_logits_are_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = create_backbone("preact_resnet18_tickets", 4, (32, 32, 3), width=8)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    data = SimpleNamespace(device=torch.device("cpu"), mean=torch.full((3, 1, 1), 0.5), std=torch.full((3, 1, 1), 0.25))
+    plain = embed(model, images, data, 4), teacher_logits(model, images, data, "main", 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.features(normalise(images, data)).dtype == torch.bfloat16  # autocast does reach the model
+        under = embed(model, images, data, 4), teacher_logits(model, images, data, "main", 2, 4)
+    for fp32, autocast in zip(plain, under, strict=True):
+        assert autocast.dtype == torch.float32 and torch.equal(fp32, autocast)
 
 
 def test_a_frozen_view_is_the_padded_crop_at_its_offsets_then_the_flip():

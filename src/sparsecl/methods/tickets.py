@@ -267,12 +267,24 @@ class TicketsMethod(Method):
             raise ConfigError("--stage retrieve: task 0 has no previous model to retrieve with")
         payload = retrieve(ctx, args.unlabeled_source, args.unlabeled_per_exemplar)
         selected, exemplars, size = len(payload["index"]), payload["exemplars"], payload["pool_size"]
-        ctx.log(f"task {ctx.task}: {selected} unlabeled images retrieved around {exemplars} exemplars from {size}")
+        fraction = selected / size if size else 0.0
+        ctx.log(
+            f"task {ctx.task}: {selected} unlabeled images retrieved around {exemplars} exemplars"
+            f" from a pool of {size} ({100 * fraction:.1f}% of it)"
+        )
+        if payload["requested"] >= size:
+            ctx.log(
+                f"warning: task {ctx.task} asks for {payload['requested']} unlabeled images"
+                f" ({exemplars} exemplars x {args.unlabeled_per_exemplar}) from a pool of {size}:"
+                " the whole pool is taken and retrieval selects nothing"
+            )
         row = {
             "task": ctx.task,
             "stage": ctx.stage,
             "selected": selected,
+            "requested": payload["requested"],
             "pool_size": size,
+            "retrieved_fraction": fraction,
             "exemplars": exemplars,
         }
         return TaskResult(

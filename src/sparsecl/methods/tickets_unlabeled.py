@@ -6,7 +6,8 @@ order; each takes its `per_exemplar` nearest pool images (squared Euclidean dist
 feature) among those not taken yet, so the selection has no repeats and simply ends when the pool
 runs out. Each selected image gets one draw of the training augmentation (crop offsets, flip),
 kept for the whole task, and M_{t-1}'s logits over heads 0..t-1 of both head sets on that view
-are the distillation targets. All of it is the retrieve stage's `unlabeled.pt`:
+are the distillation targets. Features and teacher logits are float32 in both protocols, also
+where training runs under bf16 autocast. All of it is the retrieve stage's `unlabeled.pt`:
 
     index [M] int64 (into the pool, or the prepared train split for `held_out_classes`),
     dy, dx [M] int64, flip [M] bool, z_main, z_random [M, t*C] float32, heads = t,
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..data import get_dataset
-from ..engine import DeviceData, autocast
+from ..engine import DeviceData
 from ..errors import ConfigError, DataError
 from ..io import read_json
 from .base import TaskContext
@@ -84,25 +85,33 @@ def normalise(images: torch.Tensor, data: DeviceData) -> torch.Tensor:
     return (images.float() / 255.0 - data.mean) / data.std
 
 
+def full_precision(device: torch.device):
+    """Autocast switched off: the features k-NN ranks and the logits distilled are computed in
+    float32 as upstream's are, even where training runs under bf16 autocast (near-ties in distance
+    and soft targets would otherwise move with the precision)."""
+    return torch.autocast(device.type, enabled=False)
+
+
 @torch.no_grad()
 def embed(model: nn.Module, images: torch.Tensor, data: DeviceData, batch: int) -> torch.Tensor:
     """Pooled features (float32) of uint8 images, in eval mode."""
     model.eval()
     out = [torch.zeros(0, model.feature_dim, device=data.device)]
     for start in range(0, len(images), batch):
-        with autocast(data.device):
-            out.append(model.features(normalise(images[start : start + batch], data)).float())
+        with full_precision(data.device):
+            out.append(model.features(normalise(images[start : start + batch], data)))
     return torch.cat(out)
 
 
 @torch.no_grad()
 def teacher_logits(model: nn.Module, images: torch.Tensor, data: DeviceData, head_set: str, heads: int, batch: int):
+    """Logits (float32) of heads 0..heads-1 of `head_set`, in eval mode: the distillation targets."""
     model.eval()
     width = heads * model.classes_per_head
     out = [torch.zeros(0, width, device=data.device)]
     for start in range(0, len(images), batch):
-        with autocast(data.device):
-            out.append(model.forward_heads(normalise(images[start : start + batch], data), head_set, heads).float())
+        with full_precision(data.device):
+            out.append(model.forward_heads(normalise(images[start : start + batch], data), head_set, heads))
     return torch.cat(out)
 
 
@@ -174,6 +183,7 @@ def retrieve(ctx: TaskContext, source: str, per_exemplar: int) -> dict[str, Any]
         "deviation": pool.deviation,
         "pool_size": len(pool.images),
         "exemplars": len(exemplars),
+        "requested": len(exemplars) * per_exemplar,
     }
 
 

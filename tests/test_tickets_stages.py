@@ -29,7 +29,7 @@ from sparsecl.methods.tickets_td import rewind
 from sparsecl.methods.tickets_unlabeled import HELD_OUT_DEVIATION, frozen_views, normalise
 from sparsecl.models import create_backbone
 from sparsecl.scenarios import ScenarioSpec, load_scenario
-from sparsecl.sparse.imp import conv_parameters, remaining_percent
+from sparsecl.sparse.imp import conv_parameters, magnitude_prune, remaining_percent
 from sparsecl.stage_files import load_stage_file
 
 from .stage_helpers import digits_and_scenario
@@ -375,3 +375,52 @@ def test_retrieval_logs_the_pool_size_and_the_fraction_taken_and_warns_when_it_w
     out = capsys.readouterr().out
     assert f"asks for 10000 unlabeled images (10 exemplars x 1000) from a pool of {held_out}" in out
     assert "warning" not in capsys.readouterr().out
+
+
+def hand_built_pair(source: Path, out: Path, seed: int) -> tuple[dict, dict]:
+    """`source`'s train files as task t's best-validation model.pt, and a last.pt whose conv weights
+    are rescaled at random (so their magnitude ranking differs) and whose other tensors are shifted."""
+    out.mkdir(parents=True)
+    best = load_torch(source / "model.pt")
+    last = {**best, "state_dict": dict(best["state_dict"])}
+    g = torch.Generator().manual_seed(seed)
+    convs = set(conv_parameters(create_backbone("preact_resnet18_tickets", 4, (8, 8, 1), width=4)))
+    for name, tensor in best["state_dict"].items():
+        if name in convs:
+            last["state_dict"][name] = tensor * torch.rand(tensor.shape, generator=g)
+        elif tensor.is_floating_point():
+            last["state_dict"][name] = tensor + 1.0
+    torch.save(best, out / "model.pt")
+    torch.save(last, out / "last.pt")
+    shutil.copy(source / "masks.pt", out / "masks.pt")
+    return {n: best["state_dict"][n] for n in convs}, {n: last["state_dict"][n] for n in convs}
+
+
+@pytest.mark.parametrize("task, ranks", [(0, "last-epoch"), (1, "best-validation")])
+def test_faithful_td_prune1_ranks_the_best_validation_weights_from_task_1_on_and_continues_from_the_last_epoch(
+    td, digits, tmp_path, task, ranks
+):
+    faithful = Run(tmp_path, digits, "tickets_td", "faithful", prune_schedule=[1, 1], **PRUNING)
+    best, last = hand_built_pair(td.dir(task, "train"), faithful.dir(task, "train"), seed=task)
+    before = load_torch(faithful.dir(task, "train") / "masks.pt").get("mask") or {
+        n: torch.ones_like(w, dtype=torch.bool) for n, w in best.items()
+    }
+    expected = magnitude_prune(best if ranks == "best-validation" else last, before, 0.2)
+    other = magnitude_prune(last if ranks == "best-validation" else best, before, 0.2)
+    assert any(not torch.equal(expected[n], other[n]) for n in expected)  # the pair tells the sources apart
+    ranked = {"ranked": faithful.dir(task, "train") / "model.pt"} if task else {}
+    out = faithful.stage(task, "prune1", faithful.dir(task, "train"), model="last.pt", **ranked)
+    assert all(torch.equal(masks_of(out)[n], expected[n]) for n in expected)
+    pruned, continued = state(out), load_torch(faithful.dir(task, "train") / "last.pt")["state_dict"]
+    for name, tensor in continued.items():
+        kept = tensor * expected[name] if name in expected else tensor
+        assert torch.equal(pruned[name], kept), name
+    assert pd.read_parquet(out / "train_log.parquet")["ranked"].tolist() == [ranks]
+    assert load_torch(out / "model.pt")["extra"]["ranked"] == ranks
+
+
+def test_faithful_td_prune1_of_a_later_task_needs_the_best_validation_weights(td, digits, tmp_path):
+    faithful = Run(tmp_path, digits, "tickets_td", "faithful", prune_schedule=[1, 1], **PRUNING)
+    hand_built_pair(td.dir(1, "train"), faithful.dir(1, "train"), seed=1)
+    with pytest.raises(ConfigError, match="stage prune1 of task 1: needs --input ranked=<weights file>"):
+        faithful.stage(1, "prune1", faithful.dir(1, "train"), model="last.pt")

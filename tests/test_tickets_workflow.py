@@ -98,7 +98,11 @@ def test_faithful_runs_prune_the_last_epoch_and_declare_the_test_split_for_stopp
     write_config(tmp_path, config)
     output = snakemake(tmp_path, "-n", "-p", "all").stdout
     prune = next(block for block in output.split("\n\n") if "--stage prune1" in block and "--task 0" in block)
-    assert "task0/train/last.pt" in prune
+    assert "task0/train/last.pt" in prune and "--input ranked=" not in prune
+    later = next(block for block in output.split("\n\n") if "--stage prune1" in block and "--task 1" in block)
+    assert (
+        "task1/train/last.pt" in later and f"--input ranked={RUNS.format('tickets_td')}/task1/train/model.pt" in later
+    )
     imp = next(block for block in output.split("\n\n") if "--stage imp1" in block)
     assert "--input test_images=resources/data/digits/test/images.npy" in imp
     assert not any("test_images" in block for block in output.split("\n\n") if "--stage train" in block)

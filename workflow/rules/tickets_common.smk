@@ -172,6 +172,10 @@ def td_prune_inputs(wildcards):
     if round_ == 1:
         start = "last.pt" if run.protocol == "faithful" else "model.pt"
         inputs = tickets_prev(run, task, "train", start)
+        if (
+            run.protocol == "faithful" and task > 0
+        ):  # upstream ranks the best checkpoint's weights
+            inputs["ranked"] = tickets_file(run, task, "train", "model.pt")
     else:
         inputs = tickets_prev(run, task, f"prune{round_ - 1}")
     if round_ < td_schedule(run)[task]:  # retrained

@@ -7,7 +7,8 @@
 #                                      r < n_t; prune<n_t> is task t's ticket (evaluated after task t)
 #   task<T-1>/final/                   the last ticket rewound and retrained on the last task (evaluated)
 #
-# `faithful` prunes `train`'s last epoch (last.pt), `standard` its best-validation model (model.pt).
+# `faithful` continues from `train`'s last epoch (last.pt) and, for t >= 1, its prune1 ranks the
+# best-validation weights (`ranked`: model.pt); `standard` prunes its best-validation model (model.pt).
 
 
 rule tickets_td_train:

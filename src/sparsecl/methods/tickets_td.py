@@ -14,8 +14,12 @@ The next task's `train` (and `final`) starts from the ticket with its conv weigh
 (`rewind`): `zero` to the seeded init, `best` to task t's best-validation weights, `rand` to a
 fresh draw, `none` keeps them; the mask is kept, BatchNorm and both head sets are never rewound.
 
-Protocols: `faithful` prunes the last epoch of `train` and of each retraining round while the
-best-validation model teaches (upstream); `standard` prunes the best-validation model of each.
+Protocols: `faithful` continues from the last epoch of `train` and of each retraining round while
+the best-validation model teaches (upstream). Its first prune of a task t >= 1 ranks the magnitudes
+of `train`'s best-validation weights (`--input ranked=`), as upstream's pruning hook does: it keeps
+the weights of the last forward pass, made with the best checkpoint before the last epoch's weights
+were loaded beneath it; task 0 and later rounds rank the weights they continue from. `standard`
+prunes and continues from the best-validation model of each.
 """
 
 from __future__ import annotations
@@ -73,6 +77,18 @@ def rewind(ctx: TaskContext, mode: str, masks: Masks) -> None:
     ctx.log(f"task {ctx.task}: conv weights rewound ({mode}), {remaining_percent(masks):.2f}% kept")
 
 
+def ranked_weights(ctx: TaskContext, round_: int, params: dict[str, torch.Tensor]):
+    """The conv weights a prune round ranks and what they are: faithful's first prune of a task
+    t >= 1 ranks `train`'s best-validation weights while the model continues from the last epoch."""
+    faithful = ctx.run.protocol == "faithful"
+    if faithful and round_ == 1 and ctx.task >= 1:
+        best = ctx.stage_input("ranked", (ctx.task,), "weights")["state_dict"]
+        return {name: best[name] for name in params}, "best-validation"
+    if faithful:
+        return params, "last-epoch"
+    return params, "best-validation"
+
+
 @register_method("tickets_td")
 class TicketsTD(TicketsMethod):
     stages = ("retrieve", "train", "prune", "final")
@@ -105,11 +121,16 @@ class TicketsTD(TicketsMethod):
                 f"--stage prune{round_}: method_args.prune_schedule gives task {ctx.task} {rounds} prunes"
             )
         params = conv_parameters(ctx.model)
-        masks = magnitude_prune(params, current_masks(ctx), args.prune_fraction)
+        ranked, source = ranked_weights(ctx, round_, params)
+        masks = magnitude_prune(ranked, current_masks(ctx), args.prune_fraction)
         apply_masks(params, masks)
         remaining = remaining_percent(masks)
-        ctx.log(f"task {ctx.task}: prune {round_}/{rounds}, {remaining:.2f}% of the conv weights remain")
-        rows, provenance = [{"task": ctx.task, "stage": ctx.stage, "remaining_weights": remaining}], {}
+        ctx.log(
+            f"task {ctx.task}: prune {round_}/{rounds} ranked the {source} weights,"
+            f" {remaining:.2f}% of the conv weights remain"
+        )
+        rows = [{"task": ctx.task, "stage": ctx.stage, "remaining_weights": remaining, "ranked": source}]
+        provenance: dict = {}
         if round_ < rounds:
             trained = train_current_task(
                 ctx,
@@ -119,9 +140,12 @@ class TicketsTD(TicketsMethod):
                 score=validation_score(ctx),
                 restore_best=ctx.run.protocol != "faithful",
             )
-            rows, provenance = trained.rows, trained.provenance
+            rows, provenance = [{**row, "ranked": source} for row in trained.rows], trained.provenance
         return TaskResult(
-            model_state=ctx.model.state_dict(), masks={"mask": masks}, extra={"provenance": provenance}, log_rows=rows
+            model_state=ctx.model.state_dict(),
+            masks={"mask": masks},
+            extra={"provenance": provenance, "ranked": source},
+            log_rows=rows,
         )
 
     def stage_final(self, ctx: TaskContext, args: TDArgs, _round: int) -> TaskResult:

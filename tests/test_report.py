@@ -71,6 +71,21 @@ def test_summary_shows_the_headline_setting_first_with_mean_plus_minus_std():
     assert "22.0 ± 2.8" in text.split("## Class-incremental")[1]
 
 
+def test_the_headline_shows_a_tickets_remaining_weights_after_every_task_as_a_percentage():
+    metrics = metrics_rows().assign(method="tickets_bu", remaining_weights=40.96)
+    curves = curve_rows().assign(method="tickets_bu")
+    sizes = curves.assign(metric="remaining_weights", value=curves["after_task"].map({0: 80.0, 1: 64.0, 2: 40.96}))
+    agg = aggregate(metrics)
+    text = summary_markdown(agg, aggregate_curves(pd.concat([curves, sizes])), decimals=1)
+    headline = text.split("## Headline")[1].split("## Task-incremental")[0]
+    header = next(line for line in headline.splitlines() if line.startswith("| experiment"))
+    assert header.endswith(
+        "| remaining_weights | remaining % after task 1 | remaining % after task 2 | remaining % after task 3 |"
+    )
+    assert "| 41.0 ± 0.0 | 80.0 ± 0.0 | 64.0 ± 0.0 | 41.0 ± 0.0 |" in headline  # cil, the tickets' headline setting
+    assert "remaining %" not in text.split("## Task-incremental")[1]
+
+
 def test_a_table_value_passes_within_tolerance_and_fails_outside_it():
     _, results = results_of((metrics_rows(), curve_rows()))
     rows = ledger_rows(

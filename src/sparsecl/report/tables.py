@@ -15,6 +15,8 @@ SETTING_TITLES = {
 }
 # The setting a method's paper measures, shown first; method columns appear only there.
 HEADLINE = {"dst": "til"}
+# Curves shown task by task in the headline (metric -> column prefix): a ticket's size after each task.
+PER_TASK = {"remaining_weights": "remaining % after task"}
 
 
 def headline_setting(method: str, settings: set[str]) -> str:
@@ -82,6 +84,21 @@ def _row(d: dict, decimals: int, extra: list[str]) -> dict:
     return row
 
 
+def _per_task(curves: pd.DataFrame, row: dict, decimals: int) -> dict[str, str]:
+    """The PER_TASK curves of one headline row, one column per task (tasks counted from 1)."""
+    out = {}
+    for metric, prefix in PER_TASK.items():
+        mine = curves[
+            (curves["experiment"] == row["experiment"])
+            & (curves["point"] == row["point"])
+            & (curves["setting"] == row["setting"])
+            & (curves["metric"] == metric)
+        ]
+        for c in mine.sort_values("after_task").itertuples(index=False):
+            out[f"{prefix} {c.after_task + 1}"] = fmt(c.mean, c.std, decimals)
+    return out
+
+
 def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> str:
     """Headline results first (each method in the setting its paper measures, with its own columns),
     then every setting in full; data-incremental runs get their accuracy after each step."""
@@ -102,6 +119,8 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
         "## Headline: each method in the setting its paper reports, with its own columns",
         "",
     ]
+    for row in headline:
+        row.update(_per_task(curves, row, decimals))
     for method in sorted({row["method"] for row in headline}):
         rows = pd.DataFrame([row for row in headline if row["method"] == method]).dropna(axis=1, how="all")
         sections += [f"### {method}", "", markdown_table(rows.fillna("—")), ""]

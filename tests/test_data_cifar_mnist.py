@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from sparsecl.data import get_dataset, load_meta
 from sparsecl.data.mnist import FASHION_NAMES
 from sparsecl.data.synth import write_cifar10, write_cifar100, write_mnist
 from sparsecl.errors import DataError
+from sparsecl.scenarios import ScenarioSpec, load_scenario, make_scenario
 
 from .fixtures.http_server import file_server
 from .fixtures.pipeline import assert_prepared, serve_fetch_prepare
@@ -53,6 +57,29 @@ def test_mnist_like_idx_files_prepare_to_28x28x1(server, tmp_path, dataset):
         expected.class_names = FASHION_NAMES
     assert_prepared(out, expected)
     assert load_meta(out)["mean"] == [0.1307]
+
+
+def test_a_cifar100_file_with_a_subset_of_classes_serves_the_scenarios_within_it(tmp_path):
+    archive = tmp_path / "raw" / "cifar-100-python.tar.gz"
+    archive.parent.mkdir()
+    write_cifar100(archive, train_per_class=4, test_per_class=2, classes=20)
+    get_dataset("cifar100").prepare(archive.parent, tmp_path / "data", 0)
+    meta = load_meta(tmp_path / "data")
+    assert meta["num_classes"] == 100
+    assert meta["classes_present"] == {"train": list(range(20)), "test": list(range(20))}
+
+    def scenario(num_tasks: int, **spec) -> Path:
+        spec = ScenarioSpec(num_tasks=num_tasks, classes_per_task=10, validation_fraction=0.0, **spec)
+        out = tmp_path / f"{spec.id}.json"
+        make_scenario("cifar100", tmp_path / "data", json.dumps(dataclasses.asdict(spec)), out)
+        return out
+
+    assert load_scenario(scenario(2)).class_order == list(range(20))
+    assert load_scenario(scenario(2, class_order=list(range(19, -1, -1)))).class_order == list(range(19, -1, -1))
+    with pytest.raises(DataError) as err:
+        scenario(3)  # classes 20-29 have no images
+    assert str(err.value).startswith(f"{tmp_path / 'data' / 'meta.json'}: class 'fine_020' (id 20) has no images")
+    assert "\n" not in str(err.value) and "20 of 100 classes present" in str(err.value)
 
 
 def test_truncated_cifar_archive_is_a_clear_error(tmp_path):

@@ -125,20 +125,7 @@ def build_scenario(spec: ScenarioSpec, dataset: str, train_labels: np.ndarray, n
     holdout and exemplars do not change when the class order, the other classes or another
     option (e.g. the number of exemplars for the holdout) change.
     """
-    spec.check(num_classes)
-    if spec.kind == "data":
-        order = list(range(num_classes))
-        tasks = [list(range(num_classes)) for _ in range(spec.num_tasks)]
-    else:
-        needed = spec.num_tasks * spec.classes_per_task
-        if spec.class_order == "natural":
-            order = list(range(needed))
-        elif spec.class_order == "permuted":
-            order = [int(c) for c in np.random.default_rng(spec.order_seed).permutation(num_classes)[:needed]]
-        else:
-            order = [int(c) for c in spec.class_order[:needed]]
-        k = spec.classes_per_task
-        tasks = [list(range(t * k, (t + 1) * k)) for t in range(spec.num_tasks)]
+    order, tasks = scenario_classes(spec, num_classes)
     train_parts, val_parts, exemplar_parts = [], [], []
     for cls in order:
         idx = np.flatnonzero(train_labels == cls)
@@ -167,6 +154,22 @@ def build_scenario(spec: ScenarioSpec, dataset: str, train_labels: np.ndarray, n
         chunk_index=chunks,
         exemplar_index=np.concatenate(exemplar_parts) if exemplar_parts else np.zeros(0, np.int64),
     )
+
+
+def scenario_classes(spec: ScenarioSpec, num_classes: int) -> tuple[list[int], list[list[int]]]:
+    """The dataset class ids the scenario uses, in label order, and each task's labels."""
+    spec.check(num_classes)
+    if spec.kind == "data":
+        return list(range(num_classes)), [list(range(num_classes)) for _ in range(spec.num_tasks)]
+    needed = spec.num_tasks * spec.classes_per_task
+    if spec.class_order == "natural":
+        order = list(range(needed))
+    elif spec.class_order == "permuted":
+        order = [int(c) for c in np.random.default_rng(spec.order_seed).permutation(num_classes)[:needed]]
+    else:
+        order = [int(c) for c in spec.class_order[:needed]]
+    k = spec.classes_per_task
+    return order, [list(range(t * k, (t + 1) * k)) for t in range(spec.num_tasks)]
 
 
 def _class_rng(seed: int, cls: int, purpose: int) -> np.random.Generator:
@@ -251,10 +254,11 @@ def make_scenario(dataset: str, data_dir: str | Path, spec_json: str, out: str |
     """The `scenario` stage: build the split from the prepared training labels and write it."""
     import json
 
-    from .data.store import load_meta, load_split
+    from .data.store import check_classes_present, load_meta, load_split
 
     spec = ScenarioSpec(**json.loads(spec_json))
     meta = load_meta(data_dir)
+    check_classes_present(data_dir, meta, scenario_classes(spec, meta["num_classes"])[0])
     labels = load_split(data_dir, "train", meta=meta).labels
     scenario = build_scenario(spec, dataset, labels, meta["num_classes"])
     if scenario.spec.id != Path(out).stem:

@@ -2,8 +2,12 @@
 
 resources/data/<dataset>/{train,test}/images.npy   uint8 [N, H, W, C]
 resources/data/<dataset>/{train,test}/labels.npy   int64 [N], class ids 0..C-1
-resources/data/<dataset>/meta.json                 class names, mean/std, source checksums,
-                                                   and the shape, dtype and sha256 of every array
+resources/data/<dataset>/meta.json                 class names, the classes with images in each
+                                                   split, mean/std, source checksums, and the
+                                                   shape, dtype and sha256 of every array
+
+A file may hold a subset of the dataset's classes (a user's smoke set); a scenario that needs a
+class without images is refused when it is built (`check_classes_present`).
 
 A stage that loads a split checks it against meta.json first, so an array truncated, converted
 or replaced after preparation is a one-line error instead of a silent difference.
@@ -41,8 +45,7 @@ def write_prepared(
 ) -> None:
     """Validate and write both splits plus meta.json; meta.json is written last (it marks completion)."""
     out_dir = Path(out_dir)
-    for name, split in (("train", train), ("test", test)):
-        _check_split(name, split, list(class_names))
+    present = {name: _check_split(name, split, list(class_names)) for name, split in (("train", train), ("test", test))}
     if mean is None or std is None:
         pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
         mean = tuple(float(v) for v in pixels.mean(0))
@@ -65,6 +68,7 @@ def write_prepared(
         meta = {
             "class_names": list(class_names),
             "num_classes": len(class_names),
+            "classes_present": present,
             "image_shape": list(train.images.shape[1:]),
             "num_train": int(len(train.labels)),
             "num_test": int(len(test.labels)),
@@ -78,14 +82,31 @@ def write_prepared(
         write_json(out_dir / "meta.json", meta)
 
 
-def _check_split(name: str, split: PreparedSplit, class_names: list[str]) -> None:
+def _check_split(name: str, split: PreparedSplit, class_names: list[str]) -> list[int]:
+    """The ids of the classes that have images in the split."""
     if split.images.dtype != np.uint8 or split.images.ndim != 4:
         raise DataError(f"{name} images: expected uint8 [N,H,W,C], got {split.images.dtype} {split.images.shape}")
     _check_labels(f"{name} labels", split.labels, len(split.images), len(class_names))
-    counts = np.bincount(split.labels, minlength=len(class_names))
-    if (counts == 0).any():
-        empty = class_names[int(np.flatnonzero(counts == 0)[0])]
-        raise DataError(f"{name} split: class {empty!r} has no images (expected every class in both splits)")
+    present = np.flatnonzero(np.bincount(split.labels, minlength=len(class_names)))
+    if len(present) == 0:
+        raise DataError(f"{name} split: no images")
+    return [int(c) for c in present]
+
+
+def check_classes_present(data_dir: str | Path, meta: dict, classes: list[int]) -> None:
+    """A one-line error naming the first of `classes` that has no images in a split.
+
+    meta.json files written before subsets were accepted held every class, and say nothing."""
+    for split, present in meta.get("classes_present", {}).items():
+        missing = sorted(set(classes) - set(present))
+        if missing:
+            names = meta.get("class_names") or []
+            name = names[missing[0]] if missing[0] < len(names) else str(missing[0])
+            raise DataError(
+                f"{Path(data_dir) / 'meta.json'}: class {name!r} (id {missing[0]}) has no images in the {split}"
+                f" split, and the scenario uses it ({len(present)} of {meta['num_classes']} classes present);"
+                " choose a class_order within the classes present"
+            )
 
 
 def _check_labels(where: str, labels: np.ndarray, count: int, num_classes: int) -> None:

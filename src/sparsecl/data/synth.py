@@ -110,13 +110,16 @@ def write_cifar10(path: Path, per_batch: int = 6, test: int = 10, seed: int = 0,
     )
 
 
-def write_cifar100(path: Path, train_per_class: int = 3, test_per_class: int = 1, seed: int = 0) -> Expected:
-    """cifar-100-python.tar.gz: cifar-100-python/{train, test, meta} with fine and coarse labels."""
+def write_cifar100(
+    path: Path, train_per_class: int = 3, test_per_class: int = 1, seed: int = 0, classes: int = 100
+) -> Expected:
+    """cifar-100-python.tar.gz: cifar-100-python/{train, test, meta} with fine and coarse labels;
+    images for the first `classes` of the 100 only (a subset file, as a user's smoke set is)."""
     rng = np.random.default_rng(seed)
     names = [f"fine_{i:03d}" for i in range(100)]
     members, splits = {}, []
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        labels = rng.permutation(np.repeat(np.arange(100), per_class))
+        labels = rng.permutation(np.repeat(np.arange(classes), per_class))
         images = _images(rng, labels, (32, 32, 3))
         members[f"cifar-100-python/{split}"] = _pickle(
             {

@@ -1,8 +1,8 @@
 """The warm stage server behind `sparsecl serve`: imported once, forked once per job.
 
-It imports what stages use (torch, numpy, pyarrow, pandas, matplotlib, the package's modules),
-runs nothing with them (no thread pool, no CUDA, so forking is safe), and listens on a Unix
-socket. For each request it forks a child that takes over the job's standard streams, working
+It imports what stages use (torch, numpy, pyarrow, pandas, matplotlib, the package's modules,
+and what torch loads on a job's first optimiser step), runs nothing else with them (no thread
+pool, no CUDA, so forking is safe), and listens on a Unix socket. For each request it forks a child that takes over the job's standard streams, working
 directory, environment and argument list and runs the CLI exactly as a fresh process would;
 the child reports its pid, then its exit status, and dies with its job if the job goes away.
 The server exits when its parent (the Snakemake process) does, or after `idle` seconds
@@ -44,6 +44,7 @@ def serve(address: Path, idle: float = 600.0) -> None:
     matplotlib.use("Agg")
     for name in PRELOAD:
         importlib.import_module(name)
+    _warm_up()
     parent = os.getppid()
     address = Path(address)
     address.unlink(missing_ok=True)
@@ -69,6 +70,23 @@ def serve(address: Path, idle: float = 600.0) -> None:
     finally:
         listener.close()
         address.unlink(missing_ok=True)
+
+
+def _warm_up() -> None:
+    """Load what torch imports lazily on a job's first optimiser step and its deterministic-kernels
+    switch (the compiler stack: about as long as importing torch), through the same public calls,
+    on one-element tensors that start no thread pool, and leave torch's settings as they were."""
+    import torch
+
+    torch.use_deterministic_algorithms(
+        torch.are_deterministic_algorithms_enabled(), warn_only=torch.is_deterministic_algorithms_warn_only_enabled()
+    )
+    weight = torch.zeros(1, requires_grad=True)
+    for optimizer in (torch.optim.SGD([weight], lr=0.1, momentum=0.9), torch.optim.Adam([weight])):
+        weight.grad = torch.ones(1)
+        optimizer.step()
+        optimizer.zero_grad()
+        optimizer.load_state_dict(optimizer.state_dict())
 
 
 def _stop(_signum, _frame) -> None:

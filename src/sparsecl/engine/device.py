@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 
 import numpy as np
 import torch
@@ -27,22 +26,12 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    deterministic_algorithms(device.type == "cpu")
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)  # CPU runs: byte-identical
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
-
-
-def deterministic_algorithms(enabled: bool) -> None:
-    """`torch.use_deterministic_algorithms(enabled, warn_only=True)` without its import of the
-    compiler stack (about as long as importing torch itself), which only compiled code reads:
-    where the compiler is loaded, the public call sets its flag too."""
-    if "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(enabled, warn_only=True)
-    else:
-        torch._C._set_deterministic_algorithms(enabled, warn_only=True)
 
 
 def autocast(device: torch.device):

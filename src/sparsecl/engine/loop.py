@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from ..config import TrainConfig
-from . import optim
 from .data import DeviceData
 from .device import autocast
 
@@ -40,11 +39,11 @@ class EpochStats:
 
 
 def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    """torch's SGD or Adam (engine/optim.py: without importing torch's compiler)."""
+    """torch.optim's SGD (momentum, optional Nesterov) or Adam, with the config's weight decay."""
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "adam":
-        return optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    return optim.SGD(
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
         params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay
     )
 

@@ -8,6 +8,7 @@ protocol no training stage opens the test split; a stage is reproducible and res
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -424,3 +425,32 @@ def test_faithful_td_prune1_of_a_later_task_needs_the_best_validation_weights(td
     hand_built_pair(td.dir(1, "train"), faithful.dir(1, "train"), seed=1)
     with pytest.raises(ConfigError, match="stage prune1 of task 1: needs --input ranked=<weights file>"):
         faithful.stage(1, "prune1", faithful.dir(1, "train"), model="last.pt")
+
+
+def test_faithful_td_retraining_rounds_of_a_task_share_one_sgd_and_standard_starts_each_fresh(td, digits, tmp_path):
+    faithful = Run(tmp_path / "faithful", digits, "tickets_td", "faithful", prune_schedule=[3, 1], **PRUNING)
+    prune1 = faithful.stage(0, "prune1", td.dir(0, "train"), model="last.pt")
+    saved = load_torch(prune1 / "model.pt")
+    momentum = saved["extra"]["optimizer"]["state"]
+    convs = conv_parameters(create_backbone("preact_resnet18_tickets", 4, (8, 8, 1), width=4))
+    assert len(momentum) > len(convs)  # conv weights, BatchNorm and the trained heads
+    assert all(s["momentum_buffer"].abs().sum() > 0 for s in momentum.values())
+    # the same round 2 from round 1 with its momentum, and with that momentum zeroed by hand
+    still = prune1.parent / "prune1_still"
+    still.mkdir()
+    zeroed = copy.deepcopy(saved)
+    for s in zeroed["extra"]["optimizer"]["state"].values():
+        s["momentum_buffer"].zero_()
+    torch.save(zeroed, still / "model.pt")
+    shutil.copy(prune1 / "masks.pt", still / "masks.pt")
+    carried = state(faithful.stage(0, "prune2", prune1))
+    restarted = state(faithful.stage(0, "prune2", still))
+    assert any(not torch.equal(carried[n], restarted[n]) for n in carried)
+    del zeroed["extra"]["optimizer"]
+    torch.save(zeroed, still / "model.pt")
+    with pytest.raises(
+        DataError, match="stage prune2 of task 0: the previous prune round's model file has no optimizer"
+    ):
+        faithful.stage(0, "prune2", still)
+    standard = Run(tmp_path / "standard", digits, "tickets_td", prune_schedule=[3, 1], **PRUNING)
+    assert "optimizer" not in load_torch(standard.stage(0, "prune1", td.dir(0, "train")) / "model.pt")["extra"]

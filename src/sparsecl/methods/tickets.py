@@ -98,6 +98,7 @@ class Trained:
     rows: list[dict[str, Any]]
     best: dict[str, Any] | None  # the best-scoring epoch's snapshot (see training.fit_epochs)
     provenance: dict[str, Any]
+    optimizer: dict[str, Any]  # the SGD state after the last epoch (momentum buffers)
 
 
 def train_current_task(
@@ -108,8 +109,10 @@ def train_current_task(
     masks: Masks | None = None,
     score: Callable[[], float] | None = None,
     restore_best: bool = True,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Trained:
-    """Train task `ctx.task` from `ctx.model` (under `masks`, if given): task 0 alone, later tasks by lottery teaching."""
+    """Train task `ctx.task` from `ctx.model` (under `masks`, if given): task 0 alone, later tasks by
+    lottery teaching; a fresh SGD, or one continuing from `optimizer_state` (its momentum)."""
     params = conv_parameters(ctx.model)
     if masks is not None:
         apply_masks(params, masks)
@@ -120,6 +123,8 @@ def train_current_task(
 
     cfg = ctx.run.train
     optimizer = make_optimizer(ctx.model.parameters(), cfg, lr=schedule.lr)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     scheduler = make_scheduler(optimizer, cfg) if schedule.decay else None
     provenance: dict[str, Any] = {}
     if ctx.task == 0:
@@ -140,7 +145,7 @@ def train_current_task(
     remaining = remaining_percent(masks) if masks is not None else 100.0
     for row in rows:
         row.update(stage=ctx.stage, remaining_weights=remaining)
-    return Trained(rows, best, provenance)
+    return Trained(rows, best, provenance, optimizer.state_dict())
 
 
 @dataclass

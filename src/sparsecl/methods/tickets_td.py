@@ -19,7 +19,9 @@ the best-validation model teaches (upstream). Its first prune of a task t >= 1 r
 of `train`'s best-validation weights (`--input ranked=`), as upstream's pruning hook does: it keeps
 the weights of the last forward pass, made with the best checkpoint before the last epoch's weights
 were loaded beneath it; task 0 and later rounds rank the weights they continue from. `standard`
-prunes and continues from the best-validation model of each.
+prunes and continues from the best-validation model of each. Retraining between prunes: faithful
+carries one SGD (its momentum) across a task's rounds in the rounds' model files, as upstream;
+standard starts each round with a fresh SGD.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..sparse import apply_masks, reinitialise
 from ..sparse.imp import Masks, conv_parameters, dense_masks, magnitude_prune, remaining_percent
 from .base import TaskContext, TaskResult, register_method
@@ -89,6 +91,19 @@ def ranked_weights(ctx: TaskContext, round_: int, params: dict[str, torch.Tensor
     return params, "best-validation"
 
 
+def carried_optimizer(ctx: TaskContext, round_: int) -> dict | None:
+    """Faithful retraining rounds share one SGD per task, as upstream's prune loop does: round 1
+    starts it fresh, each later round continues with the momentum the round before left in its
+    model file (`extra.optimizer`)."""
+    if round_ == 1:
+        return None
+    if "optimizer" not in ctx.prev_extra:
+        raise DataError(
+            f"stage {ctx.stage} of task {ctx.task}: the previous prune round's model file has no optimizer state"
+        )
+    return ctx.prev_extra["optimizer"]
+
+
 @register_method("tickets_td")
 class TicketsTD(TicketsMethod):
     stages = ("retrieve", "train", "prune", "final")
@@ -130,23 +145,23 @@ class TicketsTD(TicketsMethod):
             f" {remaining:.2f}% of the conv weights remain"
         )
         rows = [{"task": ctx.task, "stage": ctx.stage, "remaining_weights": remaining, "ranked": source}]
-        provenance: dict = {}
+        extra: dict = {"provenance": {}, "ranked": source}
         if round_ < rounds:
+            faithful = ctx.run.protocol == "faithful"
             trained = train_current_task(
                 ctx,
                 args,
                 args.retrain_schedule(),
                 masks=masks,
                 score=validation_score(ctx),
-                restore_best=ctx.run.protocol != "faithful",
+                restore_best=not faithful,
+                optimizer_state=carried_optimizer(ctx, round_) if faithful else None,
             )
-            rows, provenance = [{**row, "ranked": source} for row in trained.rows], trained.provenance
-        return TaskResult(
-            model_state=ctx.model.state_dict(),
-            masks={"mask": masks},
-            extra={"provenance": provenance, "ranked": source},
-            log_rows=rows,
-        )
+            rows = [{**row, "ranked": source} for row in trained.rows]
+            extra["provenance"] = trained.provenance
+            if faithful:
+                extra["optimizer"] = trained.optimizer
+        return TaskResult(model_state=ctx.model.state_dict(), masks={"mask": masks}, extra=extra, log_rows=rows)
 
     def stage_final(self, ctx: TaskContext, args: TDArgs, _round: int) -> TaskResult:
         last = ctx.scenario.spec.num_tasks - 1

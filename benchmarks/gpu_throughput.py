@@ -2,8 +2,9 @@
 (`harness.py` describes the pipelines), the cost of one DST topology update, the paper runs' wall
 times projected from them, and the targets those figures are held to.
 
-Every measurement is time-boxed and the grid's most important cells run first, so a check that
-runs out of time loses the least useful numbers; a cell that did not run says why, never a number.
+On the GPU every measurement is time-boxed and the grid's most important cells run first, so a
+check that runs out of time loses the least useful numbers; a cell that did not run says why,
+never a number. A plan with fixed `steps` (the CPU smoke) runs every cell, whatever the clock.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from harness import (
     engine_precision,
     engine_runner,
     fastest_seconds,
+    fixed_steps_rate,
     sparse_trainer,
     synthetic_cifar,
     time_boxed_rate,
@@ -59,6 +61,7 @@ class SpeedPlan:
     images: int  # synthetic training images held by the engine and the DataLoader
     workers: int  # DataLoader workers
     seconds: float  # timed seconds per cell (x1.5 for the DataLoader)
+    steps: int | None  # instead: exactly this many timed steps per cell, and no deadline (the CPU smoke)
     warmup: int  # untimed steps before each cell (cuDNN's algorithm search, allocator growth)
     update_growths: tuple[tuple[str, bool], ...]
     update_repeats: int
@@ -111,11 +114,14 @@ def measure_cell(cell: Cell, plan: SpeedPlan, device, data, images, labels, load
                 loaders[cell.batch] = dataloader(images, labels, cell.batch, plan.workers, device)
             run = dataloader_runner(model, optimizer, loaders[cell.batch], trainer, CLASSES, device, cell.precision)
     with engine_precision(cell.precision):
+        if plan.steps is not None:
+            return fixed_steps_rate(run, cell.batch, plan.steps, device, plan.warmup).to_dict()
         return time_boxed_rate(run, cell.batch, budget_s, device, plan.warmup, plan.warmup).to_dict()
 
 
-def throughput(plan: SpeedPlan, device, deadline: float, log) -> dict:
-    """The grid, each cell time-boxed to its share of what is left before `deadline`."""
+def throughput(plan: SpeedPlan, device, deadline: float | None, log) -> dict:
+    """The grid, each cell time-boxed to its share of what is left before `deadline`; every cell
+    its fixed steps where the plan fixes them (then `deadline` is None)."""
     images, labels = synthetic_cifar(plan.images, CLASSES)
     data = device_data(images, labels, device)
     loaders: dict[int, torch.utils.data.DataLoader] = {}
@@ -130,7 +136,7 @@ def throughput(plan: SpeedPlan, device, deadline: float, log) -> dict:
         elif cell.backbone not in plan.measured:
             entry["status"] = "not measured in this mode"
         else:
-            share = (deadline - time.time()) / (len(todo) - todo.index(cell))
+            share = math.inf if deadline is None else (deadline - time.time()) / (len(todo) - todo.index(cell))
             budget = min(plan.seconds * (1.5 if cell.pipeline == "dataloader" else 1.0), share / 3)
             if share < 0.5:
                 entry["status"] = "skipped: out of time"
@@ -147,7 +153,7 @@ def throughput(plan: SpeedPlan, device, deadline: float, log) -> dict:
         log(f"  {cell.key():<48} {rate}")
     return {
         "settings": {"images": plan.images, "classes": CLASSES, "dataloader_workers": plan.workers,
-                     "seconds_per_cell": plan.seconds, "masks": "ERK density 0.1, 30% of weights frozen (engine and dataloader)",
+                     "seconds_per_cell": plan.seconds if plan.steps is None else None, "steps_per_cell": plan.steps, "masks": "ERK density 0.1, 30% of weights frozen (engine and dataloader)",
                      "fp32": f"autocast off; cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
                      f"matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}"},
         "results": results,

@@ -147,6 +147,13 @@ def time_boxed_rate(
     return Rate(steps * batch / seconds, steps, seconds)
 
 
+def fixed_steps_rate(run: Callable[[int], None], batch: int, steps: int, device: torch.device, warmup: int = 1) -> Rate:
+    """Images per second of exactly `warmup` + `steps` steps: what runs depends on no clock."""
+    timed(run, warmup, device)
+    seconds = timed(run, steps, device)
+    return Rate(steps * batch / seconds, steps, seconds)
+
+
 def engine_runner(model, optimizer, data: DeviceData, trainer: SparseTrainer | None, batch: int, classes: int):
     """`run(steps)` for the engine: one `train_epoch` over `steps` batches of the device data."""
     loss_fn = sliced_cross_entropy(0, classes)

@@ -309,16 +309,21 @@ def test_channels_last_batches_hold_the_same_pixels_as_the_default_layout():
 
 @pytest.mark.slow
 def test_the_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
+    """The CPU smoke runs every cell and section whatever the machine's load (the timeout only
+    stops a hang)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     subprocess.run(["bash", str(ROOT / "benchmarks/gpu_check.sh"), str(tmp_path), "--cpu-smoke"], env=env,
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
+                   check=True, capture_output=True, timeout=3600)  # fmt: skip
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert (tmp_path / "gpu_check.log").stat().st_size > 0
     sections = {"environment", "correctness", "throughput", "dst_update", "projections", "targets", "workflow"}
     assert sections <= set(report) and all("error" not in str(report[s].get("status", "")) for s in sections)
-    rates = [e for e in report["throughput"]["results"].values() if e["status"] == "ok"]
-    assert {e["pipeline"] for e in rates} == {"ceiling", "engine", "dataloader"}
-    assert all(e["images_per_s"] > 0 for e in rates)
+    cells = [
+        e for e in report["throughput"]["results"].values() if e["backbone"] in ("resnet18_seed", "mobilenetv2_seed")
+    ]
+    assert cells and all(e["status"] == "ok" and e["steps"] == 3 for e in cells)
+    assert {e["pipeline"] for e in cells} == {"ceiling", "engine", "dataloader"}
+    assert all(e["images_per_s"] > 0 for e in cells)
     assert all(s > 0 for b in report["dst_update"].values() for s in b.get("seconds", {}).values())
     assert report["projections"]["dst_10task"]["minutes"] > 0 and report["projections"]["focil_20task"]["minutes"] > 0
     assert all(report["targets"][t]["value"] > 0 for t in ("engine_vs_ceiling", "engine_vs_dataloader"))

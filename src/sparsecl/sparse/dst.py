@@ -17,8 +17,9 @@ Growth criteria (`unfired` and `random_unfired` are one mode):
 `exact=True` grows exactly c connections among the inactive positions, so the density never
 drifts (score ties: the lower flat index first). `exact=False` is the original code's rule:
   random, unfired   an independent Bernoulli per inactive position, c only in expectation;
-  gradient, momentum the top c of |score| x (inactive) over the *whole* tensor, ties in a seeded
-                    random order over every tied position, active ones included. Where fewer than
+  gradient, momentum the top c of |score x (inactive)| over the *whole* tensor in the order of the
+                    original's `torch.sort(..., descending=True)` call, ties included (on the CPU a
+                    fixed order), active positions among them. Where fewer than
                     c inactive positions score above 0 (a fully frozen layer; head rows whose
                     moments stay 0), some picks land on active positions and are lost, so the
                     mask shrinks: kept = active - pruned + (picks that were inactive).
@@ -81,7 +82,7 @@ def grow(
             raise ValueError(f"{mode} growth needs scores")
         if exact:
             return kept | top_scores(scores.abs(), candidates, count)
-        return kept | top_with_random_ties(scores.abs() * candidates, count, generator)
+        return kept | top_by_sort(scores, candidates, count)
     if mode == "random":
         return kept | random_choice(candidates, count, generator, exact)
     if mode == "unfired":
@@ -124,18 +125,13 @@ def top_scores(scores: torch.Tensor, pool: torch.Tensor, count: int) -> torch.Te
     return chosen.view_as(pool)
 
 
-def top_with_random_ties(scores: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """The `count` largest scores over the whole tensor, ties at the threshold in a random order
-    drawn from `generator` (a sort with arbitrary tie order, as a GPU sort gives)."""
-    flat = scores.flatten()
-    count = min(count, flat.numel())
-    if count <= 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
-    threshold = flat.kthvalue(flat.numel() - count + 1).values
-    chosen = flat > threshold
-    ties = (flat == threshold).nonzero().flatten()
-    order = torch.randperm(len(ties), generator=generator, device=generator.device)
-    chosen[ties[order[: count - nnz(chosen)].to(ties.device)]] = True
+def top_by_sort(scores: torch.Tensor, candidates: torch.Tensor, count: int) -> torch.Tensor:
+    """The first `count` positions of the original code's descending sort of |scores x candidates|
+    over the whole tensor: the same call on the same values and layout, so that ties (the zeros of
+    frozen layers, unreached head rows and every non-candidate) fall in torch.sort's order."""
+    _, order = torch.sort((scores * candidates.to(scores.dtype)).abs().flatten(), descending=True)
+    chosen = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    chosen[order[:count]] = True
     return chosen.view(scores.shape)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,11 +14,14 @@ from sparsecl.errors import DataError
 from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
 from sparsecl.rehearsal import covering_indices, covering_points, rehearsal_config
 from sparsecl.report import build_report
+from sparsecl.roots import NOTICE
 
-from .workflow_helpers import ROOT
+from .workflow_helpers import ROOT, planned_jobs, snakemake, write_config
 
 SCHEMA = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
 PAPERS = sorted((ROOT / "config/papers").glob("*.yaml"))
+# The paper configurations CI rehearses end to end (benchmarks/README.md, "Rehearsals": times).
+REHEARSED_IN_CI = ["multistep"]
 
 
 @pytest.mark.parametrize("lengths", [[], [2], [2, 4, 3], [3, 1, 2]])
@@ -72,3 +76,31 @@ def test_a_real_report_refuses_a_rehearsals_results(tmp_path):
     with pytest.raises(DataError, match="a rehearsal's result; a real report reads only real runs"):
         build_report(files[:1], files[1:2], files[2:], '{"entries": [], "papers": {}}', tmp_path / "t", tmp_path / "p")
     assert not (tmp_path / "t").exists()
+
+
+def planned_rules(workdir: Path, *config: str) -> set[str]:
+    """The rules `snakemake -n all` would run for the config in `workdir`."""
+    out = snakemake(workdir, "-n", "all", "--config", *config, timeout=900).stdout
+    return {rule for rule, _ in planned_jobs(out)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REHEARSED_IN_CI)
+def test_a_paper_configuration_rehearses_end_to_end(tmp_path, name):
+    config = yaml.safe_load((ROOT / "config/papers" / f"{name}.yaml").read_text())
+    write_config(tmp_path, config)
+    # every stage kind of the real run, from synthetic files through the real download step
+    assert planned_rules(tmp_path, "rehearse=true") == planned_rules(tmp_path, "rehearse=false") | {"synth_raw"}
+    snakemake(tmp_path, "all", "--cores", "2", "--resources", "gpu=1", "--config", "rehearse=true", timeout=3600)
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", "all", "--config", "rehearse=true").stdout
+    root = tmp_path / "results" / "rehearsal" / config["name"]
+    # apart from real results and data, and saying so first
+    assert {p.name for p in (tmp_path / "results").iterdir()} == {"rehearsal"}
+    assert {p.name for p in (tmp_path / "resources").iterdir()} == {"rehearsal"}
+    for table in ("summary.md", "reproduction.md"):
+        assert NOTICE in (root / "tables" / table).read_text().splitlines()[0]
+    # a ledger row for every reported entry
+    ledger = (root / "tables" / "reproduction.csv").read_text().splitlines()
+    assert ledger[0] == f"# {NOTICE}"
+    reported = sum(len(e.get("reported", [])) for e in config["experiments"].values())
+    assert len(ledger) - 2 >= reported

@@ -39,7 +39,7 @@ from sparsecl.multistep_config import (
     teachers,
 )
 from sparsecl.scenarios import ScenarioSpec, build_scenario
-from sparsecl.sparse.channels import channel_links, reinitialise_channels, select_smallest
+from sparsecl.sparse.channels import batch_norms, channel_links, reinitialise_channels, select_smallest
 
 from .stage_helpers import digits_and_scenario, kill_in_epoch
 
@@ -149,6 +149,7 @@ def test_the_stage_sequence_of_four_steps_and_who_reads_whom():
     [
         ({"ratio": 1.0}, r"method_args.ratio: expected in \(0, 1\)"),
         ({"kd_weighting": "entropy"}, "method_args.kd_weighting: expected one of"),
+        ({"reinit_gamma": -0.1}, "method_args.reinit_gamma: expected >= 0"),
         ({"stage_train": {"prune": {}}}, "method_args.stage_train.prune: unknown stage"),
         ({"stage_train": {"sst": {"epoch": 3}}}, "method_args.stage_train.sst.epoch: unknown key"),
     ],
@@ -284,6 +285,19 @@ def test_reinitialisation_changes_exactly_the_selected_filters_and_their_bn_entr
             assert (weight[:, mask] == 0).all() and (before[f"{reader}.weight"][:, mask] != 0).all()
             readers += int(mask.any())
     assert readers > 0
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.05])
+def test_re_initialised_channels_start_from_the_configured_gamma_and_the_rest_keep_theirs(gamma):
+    model = model_with_gammas()
+    before = {name: bn.weight.detach().clone() for name, bn in batch_norms(model).items()}
+    chosen = select_smallest(model, 0.3)
+    reinitialise_channels(model, chosen, torch.Generator().manual_seed(0), "keep", gamma)
+    for name, bn in batch_norms(model).items():
+        mask = chosen[name]
+        assert torch.all(bn.weight[mask] == gamma), name
+        assert torch.equal(bn.weight[~mask], before[name][~mask]), name
+    assert stage_run_config(run_config(reinit_gamma=gamma), "aod").method_args["reinit_gamma"] == gamma
 
 
 # ---------------------------------------------------------------- stages

@@ -33,6 +33,7 @@ class MultistepArgs:
     ratio: float = _arg(0.5, "sst", "sst_msl")  # fraction of all BN channels in the selected set S
     selection: str = _arg("global", "sst", "sst_msl")  # smallest |gamma| over all layers, or per layer
     s: float = _arg(1e-4, "sst", "sst_msl")  # L1 strength on the gamma of S
+    reinit_gamma: float = _arg(0.05, "aod")  # BN gamma of the re-initialised channels (small: see the docs)
     reinit_downstream: str = _arg("keep", "aod")  # input slices of the layers reading S: keep or zero
     temperature: float = _arg(4.0, "aod", "sst_msl")
     kd_lambda: float = _arg(1.0, "aod", "sst_msl")
@@ -54,7 +55,7 @@ class MultistepArgs:
                 raise ConfigError(f"method_args.{key}: expected one of {allowed}, got {getattr(args, key)!r}")
         if not 0 < args.ratio < 1:
             raise ConfigError(f"method_args.ratio: expected in (0, 1), got {args.ratio}")
-        for key in ("s", "kd_lambda"):
+        for key in ("s", "kd_lambda", "reinit_gamma"):
             if getattr(args, key) < 0:
                 raise ConfigError(f"method_args.{key}: expected >= 0, got {getattr(args, key)}")
         if args.temperature <= 0:

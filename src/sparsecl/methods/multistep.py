@@ -106,7 +106,7 @@ def _aod(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
     if not selected:
         raise DataError(f"step {ctx.task} aod: the previous stage's masks file has no `unimportant` channels")
     reinit = torch.Generator().manual_seed(_stream(ctx, _REINIT))
-    reinitialise_channels(ctx.model, selected, reinit, args.reinit_downstream)
+    reinitialise_channels(ctx.model, selected, reinit, args.reinit_downstream, args.reinit_gamma)
     with TeacherTap(ctx.model, [teacher]) as tap:
         loss_fn = distillation_loss(_cross_entropy(ctx), tap, [args.kd_lambda], args.temperature, args.kd_weighting)
         rows = _fit(ctx, loss_fn)

@@ -118,14 +118,19 @@ def l1_subgradient(model: nn.Module, selected: ChannelMasks, strength: float) ->
 
 @torch.no_grad()
 def reinitialise_channels(
-    model: nn.Module, selected: ChannelMasks, generator: torch.Generator, downstream: str = "keep"
+    model: nn.Module,
+    selected: ChannelMasks,
+    generator: torch.Generator,
+    downstream: str = "keep",
+    gamma: float = 1.0,
 ) -> None:
     """Fresh filters for the selected channels; every other value stays bit-identical.
 
     The producer's filters of those channels are drawn He-normal (fan-out, as the backbones
-    initialise), their bias and the BN's beta set to 0, gamma to 1, and the running statistics
+    initialise), their bias and the BN's beta set to 0, gamma to `gamma`, and the running statistics
     reset (mean 0, variance 1). `downstream="zero"` then zeroes every weight through which a
-    consumer reads the channels (fresh filters included); `keep` leaves them as they are.
+    consumer of the BN's output reads the channels (fresh filters included; through identity
+    shortcuts these are the readers of the whole residual stream); `keep` leaves them as they are.
     Draws come from the CPU `generator`, so CPU and GPU runs re-initialise alike.
     """
     modules = dict(model.named_modules())
@@ -139,7 +144,7 @@ def reinitialise_channels(
         weight[idx] = fresh.to(weight.device, weight.dtype)
         if producer.bias is not None:
             producer.bias[idx] = 0
-        bn.weight[idx], bn.bias[idx] = 1, 0
+        bn.weight[idx], bn.bias[idx] = gamma, 0
         if bn.running_mean is not None:
             bn.running_mean[idx], bn.running_var[idx] = 0, 1
     if downstream == "zero":  # after every fresh draw, so that fresh filters do not read S either

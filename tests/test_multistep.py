@@ -140,6 +140,8 @@ def test_the_stage_sequence_of_four_steps_and_who_reads_whom():
     assert teachers("aod", 1, 4) == {"teacher": (0, "sst")}
     assert teachers("sst_msl", 2, 4) == {"teacher0": (0, "sst"), "teacher1": (1, "sst_msl")}
     assert teachers("sst_msl", 2, 4, "previous") == {"teacher1": (1, "sst_msl")}
+    assert teachers("sst_msl", 2, 4, "aod") == {"teacher2": (2, "aod")}  # the model it resumes
+    assert teachers("sst_msl", 1, 4, "aod") == {"teacher1": (1, "aod")}
     with pytest.raises(ConfigError, match="stage 'sst_msl' does not run at step 3 of 4"):
         predecessor("sst_msl", 3, 4)
 
@@ -350,6 +352,13 @@ def test_sst_msl_selects_a_new_s_and_its_snapshots_shape_the_result(digits, chai
     without = fork(chain, tmp_path, "task0/train", "task0/sst", "task1/aod")
     alone = weights(run_stage(digits, without, run_config(kd_lambda=0.0), 1, "sst_msl"))
     assert not torch.equal(alone["classifier.weight"], weights(chain / "task1/sst_msl")["classifier.weight"])
+
+
+def test_sst_msl_with_aod_teachers_reads_only_the_aod_model_it_resumes(digits, chain, tmp_path):
+    only_aod = fork(chain, tmp_path, "task1/aod")  # no model of step 0 on disk
+    resumed = weights(run_stage(digits, only_aod, run_config(msl_teachers="aod"), 1, "sst_msl"))
+    every = weights(chain / "task1/sst_msl")  # msl_teachers: all, distilling from step 0's sst
+    assert not torch.equal(resumed["classifier.weight"], every["classifier.weight"])
 
 
 def test_stages_are_deterministic_and_resume_mid_stage_to_identical_weights(digits, chain, tmp_path, monkeypatch):

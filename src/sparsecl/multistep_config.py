@@ -18,7 +18,7 @@ from .errors import ConfigError
 STAGES = ("train", "sst", "aod", "sst_msl")
 SELECTIONS = ("global", "layer")
 WEIGHTINGS = ("confidence", "uniform")
-TEACHER_SETS = ("all", "previous")
+TEACHER_SETS = ("all", "previous", "aod")
 DOWNSTREAM = ("keep", "zero")
 
 
@@ -38,7 +38,9 @@ class MultistepArgs:
     temperature: float = _arg(4.0, "aod", "sst_msl")
     kd_lambda: float = _arg(1.0, "aod", "sst_msl")
     kd_weighting: str = _arg("confidence", "aod", "sst_msl")  # per-sample weight of the distillation term
-    msl_teachers: str = _arg("all", "sst_msl")  # snapshots of all earlier steps, or the previous one
+    msl_teachers: str = _arg(
+        "all", "sst_msl"
+    )  # final models of all earlier steps, the previous one, or this step's aod
     msl_alpha: tuple[float, ...] = _arg((), "sst_msl")  # weight of step j's snapshot; (): kd_lambda / count
     stage_train: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> overrides of `train`
 
@@ -113,11 +115,15 @@ def teachers(stage: str, step: int, num_steps: int, msl_teachers: str = "all") -
     """The frozen models a stage distils from, as `--input` name -> (step, stage) of their model.
 
     `aod` learns from the final model of the previous step (`teacher`); `sst_msl` from the final
-    model of every earlier step j (`teacher<j>`), or only of the previous one.
+    model of every earlier step j (`teacher<j>`, `all`), of the previous one only (`previous`), or
+    from the `aod` model it resumes (`teacher<step>`: the README gives the multi-step loss only
+    that model).
     """
     if stage == "aod":
         return {"teacher": (step - 1, final_stage(step - 1, num_steps))}
     if stage == "sst_msl":
+        if msl_teachers == "aod":
+            return {f"teacher{step}": (step, "aod")}
         steps = range(step) if msl_teachers == "all" else [step - 1]
         return {f"teacher{j}": (j, final_stage(j, num_steps)) for j in steps}
     return {}

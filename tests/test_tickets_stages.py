@@ -146,14 +146,14 @@ def test_top_down_tickets_have_the_scheduled_densities_and_only_shrink(td):
 
 
 def test_a_faithful_top_down_run_executes_through_its_prune_rounds(digits, tmp_path):
-    """Faithful prunes task 0's last epoch (`last.pt`): every file a stage passes on is accepted."""
+    """Faithful prunes from the last epoch (`last.pt`), ranking task 1's best weights: every passed-on file is accepted."""
     run = Run(tmp_path, digits, "tickets_td", protocol="faithful", prune_schedule=[2, 1], **PRUNING)
     train0 = run.stage(0, "train")
     prune1 = run.stage(0, "prune1", train0, model="last.pt")
     prune2 = run.stage(0, "prune2", prune1)
     unlabeled = run.retrieve(1, train0)
     train1 = run.stage(1, "train", prune2, **unlabeled, rewind=train0 / "init.pt")
-    run.stage(1, "prune1", train1, model="last.pt")
+    run.stage(1, "prune1", train1, model="last.pt", ranked=train1 / "model.pt")
     assert [round(remaining_percent(masks_of(d)), 2) for d in (prune1, prune2, run.dir(1, "prune1"))] == [
         80.0,
         64.0,

@@ -152,6 +152,7 @@ def test_the_stage_sequence_of_four_steps_and_who_reads_whom():
         ({"ratio": 1.0}, r"method_args.ratio: expected in \(0, 1\)"),
         ({"kd_weighting": "entropy"}, "method_args.kd_weighting: expected one of"),
         ({"reinit_gamma": -0.1}, "method_args.reinit_gamma: expected >= 0"),
+        ({"silenced_floor": 1.5}, r"method_args.silenced_floor: expected in \[0, 1\]"),
         ({"stage_train": {"prune": {}}}, "method_args.stage_train.prune: unknown stage"),
         ({"stage_train": {"sst": {"epoch": 3}}}, "method_args.stage_train.sst.epoch: unknown key"),
     ],
@@ -352,6 +353,17 @@ def test_sst_msl_selects_a_new_s_and_its_snapshots_shape_the_result(digits, chai
     without = fork(chain, tmp_path, "task0/train", "task0/sst", "task1/aod")
     alone = weights(run_stage(digits, without, run_config(kd_lambda=0.0), 1, "sst_msl"))
     assert not torch.equal(alone["classifier.weight"], weights(chain / "task1/sst_msl")["classifier.weight"])
+
+
+def test_an_sst_stage_records_how_much_of_s_it_silenced_and_warns_below_the_floor(digits, chain, tmp_path, capsys):
+    reached = load_torch(chain / "task0/sst/masks.pt")["stats"]
+    assert reached["silenced_fraction"] == reached["small_selected"] / reached["unimportant"]
+    capsys.readouterr()
+    plain = fork(chain, tmp_path, "task0/train")
+    run_stage(digits, plain, run_config(s=0.0, silenced_floor=1.0), 0, "sst")  # nothing drives gamma down
+    stats = load_torch(plain / "task0/sst/masks.pt")["stats"]
+    warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING sst step 0")]
+    assert stats["silenced_fraction"] < 1.0 and len(warning) == 1 and "below silenced_floor 100%" in warning[0]
 
 
 def test_sst_msl_with_aod_teachers_reads_only_the_aod_model_it_resumes(digits, chain, tmp_path):

@@ -33,6 +33,8 @@ class MultistepArgs:
     ratio: float = _arg(0.5, "sst", "sst_msl")  # fraction of all BN channels in the selected set S
     selection: str = _arg("global", "sst", "sst_msl")  # smallest |gamma| over all layers, or per layer
     s: float = _arg(1e-4, "sst", "sst_msl")  # L1 strength on the gamma of S
+    small_gamma: float = _arg(1e-2, "sst", "sst_msl")  # |gamma| below this counts as switched off
+    silenced_floor: float = _arg(0.25, "sst", "sst_msl")  # fraction of S switched off below which a stage warns
     reinit_gamma: float = _arg(0.05, "aod")  # BN gamma of the re-initialised channels (small: see the docs)
     reinit_downstream: str = _arg("keep", "aod")  # input slices of the layers reading S: keep or zero
     temperature: float = _arg(4.0, "aod", "sst_msl")
@@ -60,6 +62,10 @@ class MultistepArgs:
         for key in ("s", "kd_lambda", "reinit_gamma"):
             if getattr(args, key) < 0:
                 raise ConfigError(f"method_args.{key}: expected >= 0, got {getattr(args, key)}")
+        if not 0 <= args.silenced_floor <= 1:
+            raise ConfigError(f"method_args.silenced_floor: expected in [0, 1], got {args.silenced_floor}")
+        if args.small_gamma <= 0:
+            raise ConfigError(f"method_args.small_gamma: expected > 0, got {args.small_gamma}")
         if args.temperature <= 0:
             raise ConfigError(f"method_args.temperature: expected > 0, got {args.temperature}")
         unknown = sorted(set(args.stage_train) - set(STAGES))

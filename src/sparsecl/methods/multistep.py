@@ -50,7 +50,6 @@ from .base import Method, TaskContext, TaskResult, register_method
 from .distillation import TeacherTap, distillation_loss
 from .training import fit
 
-SMALL_GAMMA = 1e-2  # |gamma| below this counts as switched off in the logs
 _ORDER, _REINIT = 10, 20  # purposes of the per-stage random streams
 
 
@@ -87,14 +86,21 @@ def _sst(ctx: TaskContext, args: MultistepArgs, loss_fn: LossFn | None = None) -
     """Cross-entropy (or `loss_fn`) + s * sum |gamma| over the channels of S, chosen at the start."""
     selected = select_smallest(ctx.model, args.ratio, args.selection)
     rows = _fit(ctx, loss_fn or _cross_entropy(ctx), after_backward=l1_subgradient(ctx.model, selected, args.s))
-    table = channel_table(ctx.model, selected, SMALL_GAMMA)
+    table = channel_table(ctx.model, selected, args.small_gamma)
     total = {key: sum(row[key] for row in table) for key in ("channels", "selected", "small_selected", "small_other")}
     in_s, outside = total["small_selected"], total["small_other"]
+    silenced = in_s / max(total["selected"], 1)
     ctx.log(
-        f"{ctx.stage}: |gamma| < {SMALL_GAMMA:g} for {in_s} of {total['selected']} channels in S"
-        f" and {outside} of {total['channels'] - total['selected']} outside"
+        f"{ctx.stage}: |gamma| < {args.small_gamma:g} for {in_s} of {total['selected']} channels in S"
+        f" ({silenced:.0%}) and {outside} of {total['channels'] - total['selected']} outside"
     )
-    result = _result(ctx, rows, selected, small_selected=in_s, small_other=outside)
+    if silenced < args.silenced_floor:  # the sparsity term did not reach its target: say so, train on
+        ctx.log(
+            f"WARNING {ctx.stage} step {ctx.task}: only {silenced:.0%} of S has |gamma| < {args.small_gamma:g},"
+            f" below silenced_floor {args.silenced_floor:.0%}; the sparsity term missed its target"
+            " (raise s or the stage's epochs)"
+        )
+    result = _result(ctx, rows, selected, small_selected=in_s, small_other=outside, silenced_fraction=silenced)
     result.tables["channels"] = table
     return result
 
@@ -174,7 +180,7 @@ def _teachers(ctx: TaskContext, args: MultistepArgs) -> dict[str, torch.nn.Modul
     return loaded
 
 
-def _result(ctx: TaskContext, rows: list[dict], unimportant: ChannelMasks, **stats: int) -> TaskResult:
+def _result(ctx: TaskContext, rows: list[dict], unimportant: ChannelMasks, **stats: float) -> TaskResult:
     channels = sum(len(mask) for mask in unimportant.values())
     summary = {"stage": ctx.stage, "step": ctx.task, "channels": channels, **stats}
     summary["unimportant"] = int(sum(int(mask.sum()) for mask in unimportant.values()))

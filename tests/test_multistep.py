@@ -152,6 +152,7 @@ def test_the_stage_sequence_of_four_steps_and_who_reads_whom():
         ({"ratio": 1.0}, r"method_args.ratio: expected in \(0, 1\)"),
         ({"kd_weighting": "entropy"}, "method_args.kd_weighting: expected one of"),
         ({"reinit_gamma": -0.1}, "method_args.reinit_gamma: expected >= 0"),
+        ({"layer_cap": 0.1}, r"method_args.layer_cap: expected in \[ratio, 1\]"),
         ({"silenced_floor": 1.5}, r"method_args.silenced_floor: expected in \[0, 1\]"),
         ({"stage_train": {"prune": {}}}, "method_args.stage_train.prune: unknown stage"),
         ({"stage_train": {"sst": {"epoch": 3}}}, "method_args.stage_train.sst.epoch: unknown key"),
@@ -235,6 +236,19 @@ def test_selection_takes_the_ratio_with_smallest_abs_gamma_globally_or_per_layer
         assert int(per_layer[name].sum()) == math.floor(0.3 * len(g))
         if per_layer[name].any() and (~per_layer[name]).any():
             assert g[per_layer[name]].max() <= g[~per_layer[name]].min()
+
+
+def test_a_global_selection_takes_at_most_the_layer_cap_of_any_layer():
+    model = model_with_gammas()
+    bns = batch_norms(model)
+    first = next(iter(bns))
+    with torch.no_grad():
+        bns[first].weight.mul_(1e-6)  # a whole layer smaller than every other gamma
+    whole = select_smallest(model, 0.3, "global")
+    assert bool(whole[first].all())
+    capped = select_smallest(model, 0.3, "global", layer_cap=0.5)
+    assert int(capped[first].sum()) == math.floor(0.5 * len(capped[first]))
+    assert sum(int(m.sum()) for m in capped.values()) == sum(int(m.sum()) for m in whole.values())
 
 
 def test_channel_links_find_each_bn_s_producer_and_readers_through_residual_additions():

@@ -32,6 +32,7 @@ class MultistepArgs:
 
     ratio: float = _arg(0.5, "sst", "sst_msl")  # fraction of all BN channels in the selected set S
     selection: str = _arg("global", "sst", "sst_msl")  # smallest |gamma| over all layers, or per layer
+    layer_cap: float = _arg(0.9, "sst", "sst_msl")  # most of one layer's channels a global S may take
     s: float = _arg(1e-4, "sst", "sst_msl")  # L1 strength on the gamma of S
     small_gamma: float = _arg(1e-2, "sst", "sst_msl")  # |gamma| below this counts as switched off
     silenced_floor: float = _arg(0.25, "sst", "sst_msl")  # fraction of S switched off below which a stage warns
@@ -62,6 +63,10 @@ class MultistepArgs:
         for key in ("s", "kd_lambda", "reinit_gamma"):
             if getattr(args, key) < 0:
                 raise ConfigError(f"method_args.{key}: expected >= 0, got {getattr(args, key)}")
+        if not args.ratio <= args.layer_cap <= 1:
+            raise ConfigError(
+                f"method_args.layer_cap: expected in [ratio, 1] = [{args.ratio}, 1], got {args.layer_cap}"
+            )
         if not 0 <= args.silenced_floor <= 1:
             raise ConfigError(f"method_args.silenced_floor: expected in [0, 1], got {args.silenced_floor}")
         if args.small_gamma <= 0:

@@ -84,7 +84,7 @@ def _train(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
 
 def _sst(ctx: TaskContext, args: MultistepArgs, loss_fn: LossFn | None = None) -> TaskResult:
     """Cross-entropy (or `loss_fn`) + s * sum |gamma| over the channels of S, chosen at the start."""
-    selected = select_smallest(ctx.model, args.ratio, args.selection)
+    selected = select_smallest(ctx.model, args.ratio, args.selection, args.layer_cap)
     rows = _fit(ctx, loss_fn or _cross_entropy(ctx), after_backward=l1_subgradient(ctx.model, selected, args.s))
     table = channel_table(ctx.model, selected, args.small_gamma)
     total = {key: sum(row[key] for row in table) for key in ("channels", "selected", "small_selected", "small_other")}

@@ -79,17 +79,28 @@ def no_channels(model: nn.Module) -> ChannelMasks:
     return {name: torch.zeros_like(g, dtype=torch.bool) for name, g in gammas(model).items()}
 
 
-def select_smallest(model: nn.Module, ratio: float, scope: str = "global") -> ChannelMasks:
+def select_smallest(model: nn.Module, ratio: float, scope: str = "global", layer_cap: float = 1.0) -> ChannelMasks:
     """The `ratio` of channels with the smallest |gamma|: ranked over all BN layers, or per layer.
 
+    A global ranking takes at most `layer_cap` of any layer's channels (the next smallest of other
+    layers instead), so that no layer is selected whole and later cut out of the network.
     Ties go to the earlier channel (stable sort), so a selection is reproducible.
     """
     values = {name: g.abs().float() for name, g in gammas(model).items()}
     if scope == "layer":
         return {name: _smallest(v, math.floor(ratio * len(v))) for name, v in values.items()}
+    sizes = [len(v) for v in values.values()]
     flat = torch.cat(list(values.values()))
-    chosen = _smallest(flat, math.floor(ratio * len(flat)))
-    return dict(zip(values, chosen.split([len(v) for v in values.values()]), strict=True))
+    owner = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).tolist()
+    room = [math.floor(layer_cap * n) for n in sizes]
+    chosen, wanted = torch.zeros_like(flat, dtype=torch.bool), math.floor(ratio * len(flat))
+    for index in torch.sort(flat, stable=True).indices.tolist():
+        if not wanted:
+            break
+        if room[owner[index]]:
+            chosen[index], wanted = True, wanted - 1
+            room[owner[index]] -= 1
+    return dict(zip(values, chosen.split(sizes), strict=True))
 
 
 def _smallest(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -514,13 +514,16 @@ def test_the_paper_config_plans_both_datasets_both_splits_and_their_baselines_wi
     root = Path(__file__).resolve().parents[1]
     config = yaml.safe_load((root / "config/papers/multistep.yaml").read_text())
     runs = [p.run for p in plan_runs(config, load_schema(root / "workflow/schemas/config.schema.yaml"))]
-    assert len(runs) == 12 * 3 and {r.seed for r in runs} == {0, 1, 2}
+    assert len(runs) == 16 * 3 and {r.seed for r in runs} == {0, 1, 2}
     assert {(r.dataset, r.backbone) for r in runs} == {("cifar100", "resnet110"), ("tiny_imagenet", "mobilenetv2")}
     assert {r.scenario.chunks for r in runs} == {(1, 1), (1, 1, 1, 1)} and {r.train.batch_size for r in runs} == {256}
     for name, experiment in config["experiments"].items():
         if experiment["method"] != "multistep":
             continue
-        table, claim = experiment["reported"]
+        table, claim, budget_claim = experiment["reported"]
         assert len(table["curve"]) == experiment["scenario"]["num_tasks"] and table["kind"] == "table"
-        assert claim["left"] == f"{name}/default" and claim["right"].split("/")[0] in config["experiments"]
-        assert config["experiments"][claim["right"].split("/")[0]]["method"] == "finetune"
+        for entry in (claim, budget_claim):
+            assert entry["left"] == f"{name}/default" and entry["right"].split("/")[0] in config["experiments"]
+            assert config["experiments"][entry["right"].split("/")[0]]["method"] == "finetune"
+        budget = config["experiments"][budget_claim["right"].split("/")[0]]["train"]["epochs"]
+        assert budget == 2 * experiment["train"]["epochs"]  # train + sst, aod + sst_msl per step

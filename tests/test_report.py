@@ -8,6 +8,7 @@ import yaml
 
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
+from sparsecl.report.build import papers_of
 from sparsecl.report.ledger import Results, ledger_rows, no_value_rows, verdict_lines
 from sparsecl.report.tables import aggregate, aggregate_curves, summary_markdown
 
@@ -165,9 +166,29 @@ def test_an_experiment_no_entry_speaks_of_has_no_published_value_and_the_verdict
     rows = ledger_rows(entries, results, 2.0, 1) + no_value_rows(agg, entries, {})
     assert rows[-1]["experiment/point"] == "other (1 point)" and rows[-1]["verdict"] == "no published value"
     lines = verdict_lines(rows, {"Paper": {"note": "tables are not public"}})
-    assert "- **Paper**: 2 checks: 1 pass, 1 fail, 0 within noise, 0 not run." in lines
+    assert lines[0].startswith("- **Paper**: 2 checks: 1 pass, 1 fail, 0 within noise, 0 not run; evidence: ")
+    assert "2 published numbers compared (1 reproduced)" in lines[0]
+    assert "0 of 0 claims holding" in lines[0] and "0 sanity checks" in lines[0]
     assert "  tables are not public" in lines
-    assert any("1 experiments without a published value" in line for line in lines)
+    assert any(line.endswith("; 1 experiment without a published value.") for line in lines)
+
+
+def test_the_verdict_line_keeps_sanity_checks_and_claims_apart_from_reproduced_numbers():
+    _, results = results_of((metrics_rows("e", accs=(80, 81)), curve_rows("e")))
+    by_construction = entry(kind="code", metric="acc_til", value=80.5, decimals=1)
+    claim = entry(kind="claim", claim="keeps 3-90%", metric="acc_til", left="e/p", min=3, max=90)
+    (line,) = verdict_lines(ledger_rows([by_construction, claim], results, 2.0, 1), {})
+    assert line.startswith("- **Paper**: 2 checks: 2 pass,")
+    assert "0 published numbers compared (0 reproduced)" in line
+    assert "1 of 1 claim holding" in line and "1 sanity check (true by construction)" in line
+
+
+def test_an_experiment_without_reference_entries_sits_under_its_methods_paper():
+    agg, _ = results_of((metrics_rows("e"), curve_rows("e")), (metrics_rows("other"), curve_rows("other")))
+    entries = [entry(kind="table", metric="acc_til", value=61.0)]
+    assert papers_of(agg, entries) == {"e": "Paper", "other": "CL-with-DST (CPAL 2024)"}
+    (row,) = no_value_rows(agg, entries, papers_of(agg, entries))
+    assert row["paper"] == "CL-with-DST (CPAL 2024)" and row["verdict"] == "no published value"
 
 
 @pytest.fixture(scope="module")

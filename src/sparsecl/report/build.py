@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..experiments import paper_slug
+from ..experiments import PAPERS, paper_slug
 from ..io import provenance, write_parquet, write_text
 from ..roots import NOTICE, REHEARSAL
 from .ledger import Results, ledger_rows, no_value_rows, verdict_lines
@@ -52,8 +52,7 @@ def build_report(
 
     entries, notes = ledger["entries"], ledger.get("papers", {})
     results = Results(agg, agg_curves)
-    papers_of = {e["experiment"]: e["paper"] for e in entries}
-    rows = ledger_rows(entries, results, tolerance, decimals) + no_value_rows(agg, entries, papers_of)
+    rows = ledger_rows(entries, results, tolerance, decimals) + no_value_rows(agg, entries, papers_of(agg, entries))
     table = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
     write_text(tables_dir / "reproduction.csv", (f"# {NOTICE}\n" if rehearsal else "") + table.to_csv(index=False))
     write_text(tables_dir / "reproduction.md", notice + _ledger_markdown(table, rows, notes, tolerance))
@@ -62,6 +61,13 @@ def build_report(
     for paper in sorted({e["paper"] for e in entries if "curve" in e}):
         curve_entries = [e for e in entries if e["paper"] == paper and "curve" in e]
         ledger_curves(paper, curve_entries, results, plots_dir / "ledger" / f"{paper_slug(paper)}.png")
+
+
+def papers_of(agg: pd.DataFrame, entries: list[dict]) -> dict[str, str]:
+    """Each experiment's paper: its entries' paper, else its method's, so that an experiment
+    without a reference value still sits under the paper it reproduces."""
+    papers = {r.experiment: PAPERS.get(r.method, "") for r in agg.itertuples()}
+    return papers | {e["experiment"]: e["paper"] for e in entries}
 
 
 def _refuse_rehearsal_results(paths: list[Path]) -> None:
@@ -80,7 +86,8 @@ def _ledger_markdown(table: pd.DataFrame, rows: list[dict], notes: dict, toleran
         f" {tolerance:g}), a value the published code produces by construction (`code`, to the printed"
         " precision), a row shown for comparison (`reference`), or a statement of the paper checked on our"
         " own runs (`claim`: `within noise` when the two mean ± std intervals overlap). Ours: mean ± std"
-        " over n seeds.",
+        " over n seeds. Each verdict line counts the evidence apart: only a `table` or `figure` row that"
+        " passes is a reproduced number; a `code` row holds by construction and is a sanity check.",
         "",
         "## Verdicts",
         "",

@@ -212,20 +212,39 @@ def no_value_rows(agg: pd.DataFrame, entries: list[dict], papers_of: dict[str, s
     return rows
 
 
+EVIDENCE = {"table": "reproduced", "figure": "reproduced", "claim": "claim holds", "code": "sanity check"}
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 check', '2 checks': the noun in the number it counts."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("ch") else f"{n} {noun}s"
+
+
 def verdict_lines(rows: list[dict], notes: dict[str, dict]) -> list[str]:
-    """One line per paper: how many checks pass, fail, are within noise, were not run."""
+    """One line per paper: its checks by verdict, then by strength of evidence, so that a passing
+    sanity check (a value the code gives by construction) never reads as a reproduced number."""
     lines = []
     for paper in sorted({r["paper"] for r in rows}):
         mine = [r for r in rows if r["paper"] == paper]
         counts = {v: sum(r["verdict"] == v for r in mine) for v in VERDICTS}
-        checks = sum(counts.values())
+        checked = [r for r in mine if r["verdict"] in VERDICTS]
+        published = [r for r in checked if EVIDENCE.get(r["kind"]) == "reproduced"]
+        reproduced = sum(r["verdict"] == "pass" for r in published)
+        claims = [r for r in checked if r["kind"] == "claim"]
+        sanity = [r for r in checked if r["kind"] == "code"]
+        evidence = [
+            f"{_count(len(published), 'published number')} compared ({reproduced} reproduced)",
+            f"{sum(r['verdict'] == 'pass' for r in claims)} of {_count(len(claims), 'claim')} holding",
+            f"{_count(len(sanity), 'sanity check')} (true by construction)",
+        ]
         extras = []
         if references := sum(r["verdict"] == "reference" for r in mine):
-            extras.append(f"{references} reference rows")
+            extras.append(_count(references, "reference row"))
         if unpublished := sum(r["verdict"] == "no published value" for r in mine):
-            extras.append(f"{unpublished} experiments without a published value")
+            extras.append(f"{_count(unpublished, 'experiment')} without a published value")
         name = "Reference points and experiments of no paper" if paper == "—" else paper
-        line = f"- **{name}**: {checks} checks: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
+        line = f"- **{name}**: {_count(len(checked), 'check')}: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
+        line += "; evidence: " + ", ".join(evidence)
         lines.append(line + (f"; {', '.join(extras)}" if extras else "") + ".")
         if note := notes.get(paper, {}).get("note"):
             lines.append(f"  {note}")

@@ -1,8 +1,10 @@
 # sparsecl: sparse-network continual learning, one Snakemake DAG per config.
 #
-#   snakemake --cores 4 --resources gpu=1 all                 # embedded default (digits)
-#   snakemake ... all --configfile config/papers/<paper>.yaml  # a paper's grid
-#   snakemake --report results/report.html                    # tables, plots, provenance
+#   snakemake all --cores 4 --resources gpu=1                  # embedded default (digits)
+#   snakemake all --cores 8 --resources gpu=1 --configfile config/papers/<name>.yaml  # a paper's grid
+#   snakemake --report results/report.html                     # default: tables, plots, provenance
+#   snakemake --configfile config/papers/<name>.yaml --report results/<name>/report.html
+# Targets go before --resources and --configfile: both take every following word.
 
 from snakemake.utils import min_version
 

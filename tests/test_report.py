@@ -183,6 +183,17 @@ def test_the_verdict_line_keeps_sanity_checks_and_claims_apart_from_reproduced_n
     assert "1 of 1 claim holding" in line and "1 sanity check (true by construction)" in line
 
 
+def test_a_failing_row_on_toy_data_says_so_in_its_papers_verdict_line():
+    toy = metrics_rows("e")
+    real = metrics_rows("r").assign(dataset="cifar100")
+    _, results = results_of((toy, curve_rows("e")), (real, curve_rows("r")))
+    on_toy = entry(kind="table", metric="acc_til", value=90.0)
+    on_real = entry(kind="table", metric="acc_til", value=90.0, experiment="r")
+    (line,) = verdict_lines(ledger_rows([on_toy, on_real], results, 2.0, 1), {})
+    assert "2 fail" in line
+    assert "1 of the failing or within-noise rows is on toy data (digits)" in line
+
+
 def test_an_experiment_without_reference_entries_sits_under_its_methods_paper():
     agg, _ = results_of((metrics_rows("e"), curve_rows("e")), (metrics_rows("other"), curve_rows("other")))
     entries = [entry(kind="table", metric="acc_til", value=61.0)]

@@ -2,12 +2,14 @@
 
 import copy
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
+from sparsecl.report import plots
 from sparsecl.report.build import papers_of
 from sparsecl.report.ledger import Results, ledger_rows, no_value_rows, verdict_lines
 from sparsecl.report.tables import aggregate, aggregate_curves, summary_markdown
@@ -192,6 +194,29 @@ def test_a_failing_row_on_toy_data_says_so_in_its_papers_verdict_line():
     (line,) = verdict_lines(ledger_rows([on_toy, on_real], results, 2.0, 1), {})
     assert "2 fail" in line
     assert "1 of the failing or within-noise rows is on toy data (digits)" in line
+
+
+def test_ledger_plots_label_their_axes_and_draw_the_papers_values_above_ours(monkeypatch, tmp_path):
+    _, results = results_of((metrics_rows("e"), curve_rows("e")))
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    curve = entry(kind="figure", metric="acc_cil", curve=[50.0, 55.0, 60.0], uncertainty=1.0)
+    plots.ledger_curves("Paper", [curve], results, tmp_path / "x.png")
+    (ax,) = drawn[0].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("after task", "acc_cil (%)")
+    paper = next(line for line in ax.get_lines() if line.get_label().startswith("paper"))
+    ours = next(c for c in ax.containers if c.get_label().startswith("ours"))
+    assert paper.get_zorder() > ours.lines[0].get_zorder() and paper.get_marker() != ours.lines[0].get_marker()
+
+
+def test_matrix_heatmaps_number_tasks_and_data_steps_from_one(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    plots.matrix_heatmaps({"cil": np.eye(3) * 50, "data": np.ones((3, 1)) * 50}, "t", tmp_path / "x.png")
+    cil, data = drawn[0].axes[:2]
+    assert [t.get_text() for t in cil.get_yticklabels()] == ["1", "2", "3"]
+    assert [t.get_text() for t in cil.get_xticklabels()] == ["1", "2", "3"]
+    assert data.get_ylabel() == "after data step i" and data.get_xlabel() == "top-1 on the whole test set"
 
 
 def test_an_experiment_without_reference_entries_sits_under_its_methods_paper():

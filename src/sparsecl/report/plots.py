@@ -41,10 +41,11 @@ def matrix_heatmaps(matrices: dict[str, np.ndarray], title: str, path: Path) -> 
                         color="white" if R[i, j] < 60 else "black",
                     )
         ax.set_title(SETTING_LABELS.get(setting, setting))
-        ax.set_xlabel("evaluated task j" if columns > 1 else "whole test set")
-        ax.set_ylabel("after training task i")
-        ax.set_xticks(range(columns))
-        ax.set_yticks(range(T))
+        ax.set_xlabel("evaluated task j" if columns > 1 else "top-1 on the whole test set")
+        ax.set_ylabel("after training task i" if setting != "data" else "after data step i")
+        # Tasks and steps are numbered from 1, as the papers number them.
+        ax.set_xticks(range(columns), [str(j + 1) for j in range(columns)] if columns > 1 else [""])
+        ax.set_yticks(range(T), [str(i + 1) for i in range(T)])
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.046, label="accuracy (%)")
     fig.suptitle(title, fontsize=9)
     _save(fig, path)
@@ -79,16 +80,28 @@ def ledger_curves(paper: str, entries: list[dict], results, path: Path) -> None:
     for ax, entry in zip(axes[0], entries):
         tasks = np.arange(1, len(entry["curve"]) + 1)
         band = entry.get("uncertainty", 0.0)
-        ax.plot(tasks, entry["curve"], "s--", ms=3, color="black", label=f"paper ({entry['kind']})")
+        # The paper's values are drawn last-on-top, in their own marker, so ours never hide them.
+        ax.plot(
+            tasks, entry["curve"], "D--", ms=5, mfc="none", color="black", zorder=3, label=f"paper ({entry['kind']})"
+        )
         if band:
             ax.fill_between(tasks, np.array(entry["curve"]) - band, np.array(entry["curve"]) + band, color="0.85")
         ours = results.curve(entry["experiment"], entry["point"], entry["metric"])
         if ours is not None:
             ax.errorbar(
-                ours.index + 1, ours["mean"], yerr=ours["std"].fillna(0), marker="o", ms=3, capsize=2, label="ours"
+                ours.index + 1,
+                ours["mean"],
+                yerr=ours["std"].fillna(0),
+                marker="o",
+                ms=3,
+                capsize=2,
+                zorder=2,
+                label="ours (mean ± std over seeds)",
             )
         ax.set_title(f"{entry['experiment']}/{entry['point']}\n{entry['metric']}", fontsize=8)
-        ax.set_xlabel("task")
+        data = entry["metric"].endswith("_data")
+        ax.set_xlabel("after data step" if data else "after task")
+        ax.set_ylabel(entry["metric"] + (" (%)" if entry["metric"].startswith("acc") else ""))
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -219,6 +219,17 @@ def test_matrix_heatmaps_number_tasks_and_data_steps_from_one(monkeypatch, tmp_p
     assert data.get_ylabel() == "after data step i" and data.get_xlabel() == "top-1 on the whole test set"
 
 
+def test_a_data_incremental_curve_is_labelled_in_steps_and_whole_test_set_accuracy(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    stats = pd.DataFrame({"point": "p", "setting": "data", "after_task": [0, 1], "mean": [50.0, 60.0], "std": 1.0})
+    plots.accuracy_curves(stats, "t", tmp_path / "x.png")
+    plots.accuracy_curves(stats.assign(setting="cil"), "t", tmp_path / "y.png")
+    (data,), (cil,) = drawn[0].axes, drawn[1].axes
+    assert (data.get_xlabel(), data.get_ylabel()) == ("data steps learned", "top-1 on the whole test set (%)")
+    assert (cil.get_xlabel(), cil.get_ylabel()) == ("tasks learned", "average accuracy on seen tasks (%)")
+
+
 def test_an_experiment_without_reference_entries_sits_under_its_methods_paper():
     agg, _ = results_of((metrics_rows("e"), curve_rows("e")), (metrics_rows("other"), curve_rows("other")))
     entries = [entry(kind="table", metric="acc_til", value=61.0)]

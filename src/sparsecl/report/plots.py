@@ -64,9 +64,13 @@ def accuracy_curves(curves: pd.DataFrame, title: str, path: Path) -> None:
             capsize=2,
             label=f"{point} ({SETTING_LABELS.get(setting, setting)})",
         )
-    ax.set_xlabel("tasks learned")
+    ax.set_xlabel("data steps learned" if set(curves["setting"]) == {"data"} else "tasks learned")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("average accuracy on seen tasks (%)")
+    ax.set_ylabel(
+        "top-1 on the whole test set (%)"
+        if set(curves["setting"]) == {"data"}
+        else "average accuracy on seen tasks (%)"
+    )
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

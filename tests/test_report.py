@@ -74,6 +74,18 @@ def test_summary_shows_the_headline_setting_first_with_mean_plus_minus_std():
     assert "22.0 ± 2.8" in text.split("## Class-incremental")[1]
 
 
+def test_runs_of_different_task_counts_sit_in_tables_of_their_own():
+    three = metrics_rows("three")
+    five = metrics_rows("five", accs=(70.0, 74.0)).assign(num_tasks=5)
+    agg, results = results_of((three, curve_rows("three")), (five, curve_rows("five")))
+    text = summary_markdown(agg, results.curves.reset_index(), decimals=1)
+    assert "### dst, 3 tasks" in text and "### dst, 5 tasks" in text
+    cil_three = text.split("## Class-incremental (all seen classes compete), 3 tasks")[1].split("##")[0]
+    cil_five = text.split("## Class-incremental (all seen classes compete), 5 tasks")[1].split("##")[0]
+    assert "| three |" in cil_three and "| five |" not in cil_three
+    assert "| five |" in cil_five and "| three |" not in cil_five
+
+
 def test_the_headline_shows_a_tickets_remaining_weights_after_every_task_as_a_percentage():
     metrics = metrics_rows().assign(method="tickets_bu", remaining_weights=40.96)
     curves = curve_rows().assign(method="tickets_bu")

@@ -62,6 +62,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _count(n: int, unit: str) -> str:
+    """'1 task', '5 tasks'."""
+    return f"{n} {unit if n != 1 else unit[:-1]}"
+
+
 def _row(d: dict, decimals: int, extra: list[str]) -> dict:
     row = {
         "experiment": d["experiment"],
@@ -121,11 +126,14 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
     ]
     for row in headline:
         row.update(_per_task(curves, row, decimals))
-    for method in sorted({row["method"] for row in headline}):
-        rows = pd.DataFrame([row for row in headline if row["method"] == method]).dropna(axis=1, how="all")
-        sections += [f"### {method}", "", markdown_table(rows.fillna("—")), ""]
-    for setting, title in SETTING_TITLES.items():
-        part = agg[agg["setting"] == setting]
+    # Runs of different task counts are never mixed in one table: one table per count.
+    for method, tasks in sorted({(row["method"], row["tasks"]) for row in headline}):
+        mine = [row for row in headline if (row["method"], row["tasks"]) == (method, tasks)]
+        rows = pd.DataFrame(mine).dropna(axis=1, how="all")
+        unit = "steps" if mine[0]["setting"] == "data" else "tasks"
+        sections += [f"### {method}, {_count(tasks, unit)}", "", markdown_table(rows.fillna("—")), ""]
+    for (setting, title), tasks in ((s, n) for s in SETTING_TITLES.items() for n in sorted(set(agg["num_tasks"]))):
+        part = agg[(agg["setting"] == setting) & (agg["num_tasks"] == tasks)]
         if part.empty:
             continue
         rows = [_row(r._asdict(), decimals, []) for r in part.itertuples(index=False)]
@@ -135,5 +143,6 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
                 mine = steps[(steps["experiment"] == row["experiment"]) & (steps["point"] == row["point"])]
                 for s in mine.itertuples(index=False):
                     row[f"after step {s.after_task + 1}"] = fmt(s.mean, s.std, decimals)
-        sections += [f"## {title}", "", markdown_table(pd.DataFrame(rows)), ""]
+        unit = "steps" if setting == "data" else "tasks"
+        sections += [f"## {title}, {_count(tasks, unit)}", "", markdown_table(pd.DataFrame(rows)), ""]
     return "\n".join(sections)

@@ -72,6 +72,8 @@ def test_summary_shows_the_headline_setting_first_with_mean_plus_minus_std():
     assert "| e | p | dst | standard | digits | til |" in headline  # dst's paper measures task-IL
     assert "62.0 ± 2.8" in headline and "22.0 ± 2.8" not in headline
     assert "22.0 ± 2.8" in text.split("## Class-incremental")[1]
+    header = next(line for line in headline.splitlines() if line.startswith("| experiment"))
+    assert "| ACC % | BWT % | forgetting % | LA % |" in header  # every accuracy column carries its unit
 
 
 def test_runs_of_different_task_counts_sit_in_tables_of_their_own():

@@ -77,12 +77,12 @@ def _row(d: dict, decimals: int, extra: list[str]) -> dict:
         "setting": d["setting"],
         "tasks": d["num_tasks"],
         "seeds": d["seeds"],
-        "ACC": fmt(d["acc_mean"], d["acc_std"], decimals),
+        "ACC %": fmt(d["acc_mean"], d["acc_std"], decimals),
     }
     if d["setting"] != "data":
-        row["BWT"] = fmt(d["bwt_mean"], d["bwt_std"], decimals)
-        row["forgetting"] = fmt(d["forgetting_mean"], d["forgetting_std"], decimals)
-        row["LA"] = fmt(d["learning_acc_mean"], d["learning_acc_std"], decimals)
+        row["BWT %"] = fmt(d["bwt_mean"], d["bwt_std"], decimals)
+        row["forgetting %"] = fmt(d["forgetting_mean"], d["forgetting_std"], decimals)
+        row["LA %"] = fmt(d["learning_acc_mean"], d["learning_acc_std"], decimals)
     for key in extra:
         if f"{key}_mean" in d and not pd.isna(d[f"{key}_mean"]):
             row[key] = fmt(d[f"{key}_mean"], d[f"{key}_std"], decimals)
@@ -142,7 +142,7 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
             for row in rows:
                 mine = steps[(steps["experiment"] == row["experiment"]) & (steps["point"] == row["point"])]
                 for s in mine.itertuples(index=False):
-                    row[f"after step {s.after_task + 1}"] = fmt(s.mean, s.std, decimals)
+                    row[f"after step {s.after_task + 1} %"] = fmt(s.mean, s.std, decimals)
         unit = "steps" if setting == "data" else "tasks"
         sections += [f"## {title}, {_count(tasks, unit)}", "", markdown_table(pd.DataFrame(rows)), ""]
     return "\n".join(sections)

@@ -88,6 +88,18 @@ def test_runs_of_different_task_counts_sit_in_tables_of_their_own():
     assert "| five |" in cil_five and "| three |" not in cil_five
 
 
+def test_routing_diagnostics_leave_the_headline_for_a_table_of_their_own():
+    metrics = metrics_rows().assign(
+        method="focil", labelfree_expert_acc=90.0, route_max_acc=55.0, route_max_expert_acc=88.0
+    )
+    agg, results = results_of((metrics, curve_rows()))
+    text = summary_markdown(agg, results.curves.reset_index(), decimals=1)
+    headline, diagnostics = text.split("## Headline")[1].split("## Task-incremental")[0].split("#### focil")
+    assert "labelfree_expert_acc" in headline and "route_" not in headline.split("|", 1)[1]
+    header = next(line for line in diagnostics.splitlines() if line.startswith("| experiment"))
+    assert header == "| experiment | point | route_max_acc | route_max_expert_acc |"
+
+
 def test_the_headline_shows_a_tickets_remaining_weights_after_every_task_as_a_percentage():
     metrics = metrics_rows().assign(method="tickets_bu", remaining_weights=40.96)
     curves = curve_rows().assign(method="tickets_bu")

@@ -17,6 +17,8 @@ SETTING_TITLES = {
 HEADLINE = {"dst": "til"}
 # Curves shown task by task in the headline (metric -> column prefix): a ticket's size after each task.
 PER_TASK = {"remaining_weights": "remaining % after task"}
+# Method columns that are diagnostics (every FOCIL routing rule), shown in a table of their own.
+DIAGNOSTIC = "route_"
 
 
 def headline_setting(method: str, settings: set[str]) -> str:
@@ -131,7 +133,19 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
         mine = [row for row in headline if (row["method"], row["tasks"]) == (method, tasks)]
         rows = pd.DataFrame(mine).dropna(axis=1, how="all")
         unit = "steps" if mine[0]["setting"] == "data" else "tasks"
-        sections += [f"### {method}, {_count(tasks, unit)}", "", markdown_table(rows.fillna("—")), ""]
+        diagnostics = [c for c in rows.columns if c.startswith(DIAGNOSTIC)]
+        headline_rows = rows.drop(columns=diagnostics).fillna("—")
+        sections += [f"### {method}, {_count(tasks, unit)}", "", markdown_table(headline_rows), ""]
+        if diagnostics:
+            sections += [
+                f"#### {method}, {_count(tasks, unit)}: every routing rule",
+                "",
+                "Each rule's accuracy and its share of test groups sent to the right expert (`route_<rule>_acc`,"
+                " `route_<rule>_expert_acc`; `_val_` on validation images); the headline shows the rule in use.",
+                "",
+                markdown_table(rows[["experiment", "point", *diagnostics]].fillna("—")),
+                "",
+            ]
     for (setting, title), tasks in ((s, n) for s in SETTING_TITLES.items() for n in sorted(set(agg["num_tasks"]))):
         part = agg[(agg["setting"] == setting) & (agg["num_tasks"] == tasks)]
         if part.empty:

@@ -35,7 +35,7 @@ from sparsecl.config import HASH_KEY
 from sparsecl.data.sources import check_overrides
 from sparsecl.data.synth import write_mini_imagenet, write_mnist, write_tiny_imagenet
 from sparsecl.errors import ConfigError
-from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
+from sparsecl.experiments import check_config_files, load_schema, plan_ledger, plan_runs, validate
 from sparsecl.scenarios import ScenarioSpec
 
 from .fixtures.http_server import FileServer, file_server
@@ -271,6 +271,10 @@ def make_scenario_call(w: World, tmp: Path, spec: str, name: str = "") -> Call:
 SPEC = json.dumps(asdict(ScenarioSpec(num_tasks=2, classes_per_task=2)))
 
 
+def spec_of(**changes) -> str:
+    return json.dumps({**json.loads(SPEC), **changes})
+
+
 # ---------------------------------------------------------------- bad run configs
 
 
@@ -425,10 +429,15 @@ def mini_raw(tmp: Path) -> Path:
     return raw
 
 
-def prepare(dataset: str, raw: Path, tmp: Path, out: Path | None = None) -> Call:
+def prepare(dataset: str, raw: Path, tmp: Path, out: Path | None = None, seed: int | None = None) -> Call:
     out = out or tmp / "prepared"
     outputs = [out / "meta.json", *(out / s / f"{k}.npy" for s in ("train", "test") for k in ("images", "labels"))]
-    return Call(["data", "prepare", dataset, *options(raw_dir=raw, out_dir=out)], outputs)
+    return Call(["data", "prepare", dataset, *options(raw_dir=raw, out_dir=out, seed=seed)], outputs)
+
+
+def unlabeled(tmp: Path, pool: str) -> Call:
+    out = tmp / "pool"
+    return Call(["data", "unlabeled", pool, *options(out_dir=out)], [out / "pool.npy", out / "meta.json"])
 
 
 def download(tmp: Path, source: str, filename: str, sources: dict | str | None = None, **extra) -> Call:
@@ -641,6 +650,22 @@ CLI_CASES = [
          "data.sources.cifar10.checksums.cifar-10-python.tar.gz: expected an md5 (32 hex digits) or sha256"),
     Case("override of a source without raw files", lambda w, t: download(t, "cifar10", "cifar-10-python.tar.gz", {"digits": {"url": "http://x"}}),
          "data.sources.digits: 'digits' has no raw files"),
+    Case("download of a built-in dataset", lambda w, t: download(t, "digits", "digits.npz"),
+         "digits: has no raw files to download (it is built in); sources with raw files: cifar10, cifar100"),
+    # command-line options out of their range
+    Case("an unknown device", lambda w, t: train(w, t, device="tpu"), "--device: 'tpu' is not a device; expected auto, cpu, cuda or cuda:N"),
+    Case("a misspelt cuda device", lambda w, t: evaluate(w, t, device="cuda0"), "--device: 'cuda0' is not a device"),
+    Case("prepare with a negative seed", lambda w, t: prepare("digits", t / "raw", t, seed=-1),
+         "Invalid value for '--seed': Input should be greater than or equal to 0", 2),
+    Case("an unlabeled pool without its source", lambda w, t: unlabeled(t, "cifar10"),
+         "--source: the cifar10 pool is read from the prepared cifar10 directory; none was given"),
+    Case("the Tiny Images pool without its pickle", lambda w, t: unlabeled(t, "tiny_images"),
+         "--source: the tiny_images pool is read from the Tiny Images pickle; none was given"),
+    # scenarios that leave a task or step without training images
+    Case("a holdout of every training image", lambda w, t: make_scenario_call(w, t, spec_of(validation_fraction=0.999), "class-t2k2-natural-val0.999-s0.json"),
+         "scenario.validation_fraction: 0.999 holds out all"),
+    Case("class-incremental with chunks", lambda w, t: make_scenario_call(w, t, spec_of(chunks=[1, 1])),
+         "scenario.chunks: only a data-incremental scenario (kind: data) has chunks"),
 ]  # fmt: skip
 
 
@@ -720,6 +745,32 @@ CONFIG_CASES = [
     ("an argument for a seed backbone", experiment(backbone="resnet18_seed", backbone_args={"width": 32}), "experiments.ft.backbone_args.width: unknown key; allowed: none"),
     ("source with both url and path", lambda c: c.update(data={"sources": {"cifar10": {"url": "http://a", "path": "/b"}}}),
      "data.sources.cifar10: set either url or path, not both"),
+    # numbers that are not numbers, and integers written as decimals
+    ("lr: .nan", experiment(train={"lr": float("nan")}), "experiments.ft.train.lr: nan is not allowed; expected a finite number"),
+    ("lr: .inf", experiment(train={"lr": float("inf")}), "experiments.ft.train.lr: inf is not allowed; expected a finite number"),
+    ("momentum: .nan", experiment(train={"momentum": float("nan")}), "experiments.ft.train.momentum: nan is not allowed"),
+    ("weight_decay: .inf", experiment(train={"weight_decay": float("inf")}), "experiments.ft.train.weight_decay: inf is not allowed"),
+    ("density: -.inf", experiment(method="dst", method_args={"density": float("-inf")}), "experiments.ft.method_args.density: -inf is not allowed"),
+    ("report.tolerance: .nan", lambda c: c.update(report={"tolerance": float("nan")}), "report.tolerance: nan is not allowed"),
+    ("reported value: .nan", reported(value=float("nan")), "experiments.ft.reported.0.value: nan is not allowed"),
+    ("num_tasks: 2.0", experiment(scenario={"num_tasks": 2.0}), "experiments.ft.scenario.num_tasks: 2.0 is not an integer; write it without a decimal point"),
+    ("epochs: 1.0", experiment(train={"epochs": 1.0}), "experiments.ft.train.epochs: 1.0 is not an integer"),
+    ("seeds: [0.0]", lambda c: c.update(seeds=[0.0]), "seeds.0: 0.0 is not an integer"),
+    ("gpus_per_job: -1", lambda c: c.update(gpus_per_job=-1), "gpus_per_job: -1 is not allowed; expected 'auto' or an integer >= 0"),
+    ("report.decimals: -1", lambda c: c.update(report={"decimals": -1}), "report.decimals: -1 is less than the minimum of 0"),
+    # settings that contradict each other
+    ("a task-incremental method on data steps", experiment(method="dst", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1]}),
+     "experiments.ft.scenario.kind: 'data' is not allowed; dst is task-incremental: it needs kind: class."),
+    ("PackNet on data steps", experiment(method="packnet", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1]}),
+     "experiments.ft.scenario.kind: 'data' is not allowed; packnet is task-incremental"),
+    ("FOCIL on data steps", experiment(method="focil", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1]}),
+     "experiments.ft.scenario.kind: 'data' is not allowed; focil is class-incremental"),
+    ("multistep on classes", experiment(method="multistep"), "experiments.ft.scenario.kind: 'class' is not allowed; multistep needs a data-incremental"),
+    ("chunks of a class-incremental scenario", experiment(scenario={"num_tasks": 2, "chunks": [1, 1]}),
+     "experiments.ft.scenario.chunks: only a data-incremental scenario (kind: data) has chunks"),
+    ("two paper names with one file name", lambda c: c["experiments"].update(
+        a={**BASE["experiments"]["ft"], "paper": "Tickets (2021)"}, b={**BASE["experiments"]["ft"], "paper": "tickets 2021"}),
+     "share the file name 'tickets-2021'; expected paper names that differ in letters or digits"),
 ]  # fmt: skip
 
 
@@ -757,3 +808,38 @@ def test_snakemake_stops_on_a_bad_backbone_argument_before_any_job(tmp_path):
     assert result.returncode != 0
     assert len(lines) == 1 and "experiments.ft.backbone_args.hidden: 'abc' is not of type 'array'" in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("experiments:\n  ft: {method: finetune}\n  ft: {method: dst}\n", "line 3: duplicate key 'ft'"),
+        ("seeds: [0]\ntrain: {lr: 0.1, lr: 0.5}\n", "line 2: duplicate key 'lr'"),
+    ],
+    ids=["an experiment named twice", "a setting given twice"],
+)
+def test_a_config_file_that_repeats_a_key_is_refused_with_its_line(tmp_path, text, line):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        check_config_files([path])
+    assert str(err.value).startswith(f"{path}, {line}")
+
+
+@pytest.mark.slow
+def test_snakemake_stops_on_a_repeated_experiment_name_and_on_a_results_file(tmp_path):
+    from .workflow_helpers import snakemake, write_config
+
+    write_config(tmp_path, BASE)
+    text = (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(text + "  ft:\n    method: joint\n    dataset: digits\n")
+    result = snakemake(tmp_path, "-n", "all", check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "config error:" in line]
+    assert result.returncode != 0 and len(lines) == 1 and "duplicate key 'ft'" in lines[0], result.stderr
+
+    write_config(tmp_path, BASE)
+    (tmp_path / "results").write_text("not a directory")
+    result = snakemake(tmp_path, "all", "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert "results: expected a writable directory for the run's outputs" in result.stderr
+    assert "Traceback" not in result.stderr

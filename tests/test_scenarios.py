@@ -153,3 +153,10 @@ def test_ids_name_the_seeds_and_options():
 def test_impossible_scenarios_are_one_line_config_errors(spec, problem):
     with pytest.raises(ConfigError, match=problem):
         ScenarioSpec(**spec).check(NUM_CLASSES)
+
+
+def test_a_data_step_that_would_get_no_training_image_is_refused():
+    labels = np.array([0, 1])  # two images in all, four steps: two steps would train on nothing
+    spec = ScenarioSpec(kind="data", num_tasks=4, chunks=(1, 1, 1, 1))
+    with pytest.raises(ConfigError, match=r"scenario.chunks: step \d of \[1, 1, 1, 1\] gets no training images"):
+        build_scenario(spec, "digits", labels, num_classes=2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +44,42 @@ def load_schema(path: str | Path) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key repeated in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(
+                    f"line {key_node.start_mark.line + 1}: duplicate key {key!r}"
+                    " (YAML would keep only the last; give each its own name)"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_config_files(paths: list[str | Path]) -> None:
+    """Refuse a config file that repeats a key: Snakemake's loader would keep the last one and
+    drop the other experiment or setting without a word."""
+    for path in paths:
+        try:
+            yaml.load(Path(path).read_text(), Loader=_StrictLoader)
+        except ConfigError as err:
+            raise ConfigError(f"{path}, {err}") from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
 def validate(config: dict, schema: dict) -> dict:
     """Return a copy of `config` with every default filled in; raise ConfigError on the first problem."""
     config = copy.deepcopy(config if config is not None else {})
-    validator_cls = _with_defaults(jsonschema.Draft202012Validator)
+    validator_cls = _with_defaults(_strict_numbers(jsonschema.Draft202012Validator))
     validator = validator_cls(schema)
     # Fill defaults first (the validator fills them as it walks), then report the first error.
     errors = sorted(
@@ -57,11 +90,47 @@ def validate(config: dict, schema: dict) -> dict:
     return config
 
 
+def _strict_numbers(validator_cls):
+    """JSON Schema counts 2.0 as an integer and lets NaN and infinity through every bound; a
+    config's `num_tasks: 2.0` or `lr: .nan` is a mistake, so neither passes here."""
+
+    def is_integer(checker, instance) -> bool:
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    def is_number(checker, instance) -> bool:
+        return isinstance(instance, (int, float)) and not isinstance(instance, bool) and math.isfinite(instance)
+
+    checker = validator_cls.TYPE_CHECKER.redefine_many({"integer": is_integer, "number": is_number})
+    return jsonschema.validators.extend(validator_cls, type_checker=checker)
+
+
 def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
-    """For allOf/if-then failures, the informative error is the innermost one."""
-    while error.context:
+    """For allOf/if-then failures, the informative error is the innermost one; a oneOf of
+    alternatives at the same key is reported as the list of alternatives."""
+    while error.context and error.validator not in ("oneOf", "anyOf"):
         error = max(error.context, key=lambda e: len(e.absolute_path))
+    if error.context and any(len(e.absolute_path) > len(error.absolute_path) for e in error.context):
+        return _deepest(max(error.context, key=lambda e: len(e.absolute_path)))
     return error
+
+
+def _alternative(schema: dict) -> str:
+    """One alternative of a oneOf in words: 'auto', an integer >= 0, one of: a, b."""
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return " or ".join(map(repr, schema["enum"]))
+    kind = {
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+        "array": "a list",
+        "string": "a string",
+        "object": "a mapping",
+    }.get(schema.get("type"), "a value")
+    bounds = [f">= {schema['minimum']}"] if "minimum" in schema else []
+    bounds += [f"<= {schema['maximum']}"] if "maximum" in schema else []
+    return " ".join([kind, *bounds])
 
 
 def _one_line(error: jsonschema.ValidationError) -> str:
@@ -77,6 +146,15 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         if present:
             kind = error.instance.get("kind")
             return f"{path}.{present[0]}: not allowed here" + (f" (kind {kind!r})" if kind else "")
+    if error.validator in ("oneOf", "anyOf"):
+        wanted = " or ".join(_alternative(option) for option in error.validator_value)
+        return f"{path}: {error.instance!r} is not allowed; expected {wanted}"
+    if error.validator == "const" and "description" in error.schema:
+        return f"{path}: {error.instance!r} is not allowed; {error.schema['description']}"
+    if error.validator == "type" and isinstance(error.instance, float) and not math.isfinite(error.instance):
+        return f"{path}: {error.instance!r} is not allowed; expected a finite number"
+    if error.validator == "type" and error.validator_value == "integer" and isinstance(error.instance, float):
+        return f"{path}: {error.instance!r} is not an integer; write it without a decimal point"
     if error.validator == "enum":
         return (
             f"{path}: {error.instance!r} is not allowed; expected one of: {', '.join(map(str, error.validator_value))}"
@@ -123,7 +201,20 @@ def plan_runs(config: dict, schema: dict) -> list[PlannedRun]:
             paper = settings.get("paper", PAPERS.get(settings["method"], ""))
             for seed in seeds:
                 planned.append(PlannedRun(_run_config(name, point, seed, settings), paper))
+    _check_paper_slugs(planned)
     return planned
+
+
+def _check_paper_slugs(planned: list[PlannedRun]) -> None:
+    """Two paper names that make one file name would share (and overwrite) one ledger plot."""
+    by_slug: dict[str, tuple[str, str]] = {}
+    for p in planned:
+        other = by_slug.setdefault(paper_slug(p.paper), (p.paper, p.run.experiment))
+        if other[0] != p.paper:
+            raise ConfigError(
+                f"experiments.{p.run.experiment}.paper: {p.paper!r} and {other[0]!r} (experiment {other[1]})"
+                f" share the file name {paper_slug(p.paper)!r}; expected paper names that differ in letters or digits"
+            )
 
 
 def plan_ledger(config: dict, planned: list[PlannedRun]) -> list[dict[str, Any]]:

@@ -68,6 +68,8 @@ class ScenarioSpec:
             raise ConfigError(f"{where}.num_tasks: expected >= 1, got {self.num_tasks}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"{where}.validation_fraction: expected in [0, 1), got {self.validation_fraction}")
+        if self.kind == "class" and self.chunks:
+            raise ConfigError(f"{where}.chunks: only a data-incremental scenario (kind: data) has chunks")
         if self.kind == "data":
             if len(self.chunks) != self.num_tasks or any(c <= 0 for c in self.chunks):
                 raise ConfigError(f"{where}.chunks: expected {self.num_tasks} positive sizes, got {list(self.chunks)}")
@@ -131,6 +133,11 @@ def build_scenario(spec: ScenarioSpec, dataset: str, train_labels: np.ndarray, n
         idx = np.flatnonzero(train_labels == cls)
         idx = idx[_class_rng(spec.split_seed, cls, _HOLDOUT).permutation(len(idx))]
         n_val = int(round(spec.validation_fraction * len(idx)))
+        if n_val == len(idx):
+            raise ConfigError(
+                f"scenario.validation_fraction: {spec.validation_fraction:g} holds out all {len(idx)} training"
+                f" images of class {cls}; expected a fraction that leaves each class training images"
+            )
         val_parts.append(np.sort(idx[:n_val]))
         train_parts.append(idx[n_val:])  # kept in shuffled order: the data chunks are cut from it
         if spec.exemplars_per_class:
@@ -144,6 +151,12 @@ def build_scenario(spec: ScenarioSpec, dataset: str, train_labels: np.ndarray, n
             )
             exemplar_parts.append(np.sort(picked))
     chunks = _stratified_chunks(train_parts, spec.chunks) if spec.kind == "data" else []
+    for step, chunk in enumerate(chunks):
+        if not len(chunk):
+            raise ConfigError(
+                f"scenario.chunks: step {step + 1} of {list(spec.chunks)} gets no training images;"
+                " expected sizes that give every step images"
+            )
     return Scenario(
         spec=spec,
         dataset=dataset,

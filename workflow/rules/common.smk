@@ -19,6 +19,7 @@ from sparsecl.data import sources as data_sources  # noqa: E402
 from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
 from sparsecl.errors import ConfigError  # noqa: E402
 from sparsecl.experiments import (  # noqa: E402
+    check_config_files,
     load_schema,
     paper_slug,
     plan_ledger,
@@ -28,6 +29,7 @@ from sparsecl.experiments import (  # noqa: E402
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 try:
+    check_config_files(workflow.configfiles)
     config.update(validate(config, SCHEMA))
     REHEARSAL = roots.is_rehearsal(config)
     if REHEARSAL:  # sparsecl/rehearsal.py: the same DAG on tiny synthetic data
@@ -45,6 +47,21 @@ RUNS = {p.run.run_id: p for p in PLANNED}
 # and plots never mix with another config's.
 RESULTS = roots.results_root(config)
 RESOURCES = roots.resources_root(config)
+
+
+def check_output_roots(*roots_):
+    """A results or resources path that is a file, or a folder we cannot write, stops the run in
+    one line here rather than in Snakemake's own directory scan."""
+    for root in roots_:
+        if os.path.exists(root) and not (
+            os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK)
+        ):
+            raise WorkflowError(
+                f"{root}: expected a writable directory for the run's outputs"
+            )
+
+
+check_output_roots(*sorted({RESULTS.split("/")[0], RESULTS, RESOURCES}))
 
 
 wildcard_constraints:
@@ -382,8 +399,14 @@ def start_stage_server():
 
     address = Path(tempfile.gettempdir()) / f"sparsecl-{os.getpid()}.sock"
     log = Path(RESULTS, "logs", "stage_server.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log, "ab")
+    except OSError as err:
+        raise WorkflowError(
+            f"{log}: cannot be written ({err.strerror}); expected {RESULTS}/ to be a writable directory"
+        ) from None
+    with out:
         process = subprocess.Popen(
             [sys.executable, "-m", "sparsecl.cli", "serve", "--socket", str(address)],
             stdin=subprocess.DEVNULL,

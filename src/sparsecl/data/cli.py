@@ -58,7 +58,12 @@ def data_manual(manual_dir: PathArg = MANUAL_DIR) -> None:
 
 
 @data_app.command("prepare")
-def data_prepare(dataset: str, raw_dir: PathArg, out_dir: PathArg, seed: int = 0) -> None:
+def data_prepare(
+    dataset: str,
+    raw_dir: PathArg,
+    out_dir: PathArg,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the dataset's own random choices (>= 0)")] = 0,
+) -> None:
     """Turn the raw files of DATASET into the uint8 format (train/test images, labels, meta.json)."""
     from . import get_dataset
 
@@ -100,7 +105,7 @@ def data_synth(
     out: PathArg,
     train_per_class: int = 2,
     test_per_class: int = 1,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Write a small learnable SOURCE in its real raw format into OUT; print each file's sha256."""
     from .synth import SynthSize, synth

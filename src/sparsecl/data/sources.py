@@ -134,6 +134,10 @@ def fetch_raw(
     or the manual copy in `manual_dir` (files behind a login). `http` goes to `download`.
     """
     files = {f.filename: f for f in raw_files(source)}
+    if not files:
+        raise DataError(
+            f"{source}: has no raw files to download (it is built in); sources with raw files: {', '.join(source_names())}"
+        )
     if filename not in files:
         raise DataError(f"{source}: no raw file {filename!r}; expected one of: {', '.join(files)}")
     file = files[filename]

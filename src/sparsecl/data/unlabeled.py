@@ -86,6 +86,9 @@ def prepare_pool(pool: str, source: Path | None, out_dir: Path) -> None:
     """
     if pool not in POOLS:
         raise DataError(f"unknown unlabeled pool {pool!r}; expected one of: {', '.join(POOLS)}")
+    if pool != "none" and source is None:
+        wanted = "the Tiny Images pickle" if pool == "tiny_images" else f"the prepared {pool} directory"
+        raise DataError(f"--source: the {pool} pool is read from {wanted}; none was given")
     provenance: dict = {}
     shape = SHAPE
     if pool == "none":

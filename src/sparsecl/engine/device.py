@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 
 import numpy as np
 import torch
@@ -15,6 +16,8 @@ def select_device(requested: str = "auto") -> torch.device:
     """`auto` -> cuda if available, else cpu; an explicit cuda request without a GPU is an error."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", requested):
+        raise ConfigError(f"--device: {requested!r} is not a device; expected auto, cpu, cuda or cuda:N")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {requested!r} requested but no CUDA device is available (use 'auto' or 'cpu')")

@@ -18,7 +18,7 @@ from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.errors import ConfigError
 from sparsecl.io import load_torch, write_text
-from sparsecl.methods import training
+from sparsecl.methods import resume
 from sparsecl.methods.dst import DSTArgs, all_logit_accuracy
 from sparsecl.scenarios import ScenarioSpec
 from sparsecl.sparse import FREE, MaskFile
@@ -186,7 +186,7 @@ class Killed(RuntimeError):
 def test_a_task_killed_mid_training_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch, capsys, growth):
     run = run_config(epochs=5, growth=growth)
     uninterrupted = train_and_evaluate(digits, tmp_path / "whole", run, tasks=2)
-    real_save, saved_epochs = training.save_torch, []
+    real_save, saved_epochs = resume.save_torch, []
 
     def save_then_die(path, obj):
         real_save(path, obj)
@@ -196,11 +196,11 @@ def test_a_task_killed_mid_training_resumes_to_the_uninterrupted_result(digits, 
 
     out = tmp_path / "killed"
     train_and_evaluate(digits, out, run, tasks=1)
-    monkeypatch.setattr(training, "save_torch", save_then_die)
+    monkeypatch.setattr(resume, "save_torch", save_then_die)
     with pytest.raises(Killed):
         train_and_evaluate(digits, out, run, tasks=2, first=1)
     assert not (out / "task1" / "model.pt").exists() and (out / "resume1.pt").exists()
-    monkeypatch.setattr(training, "save_torch", real_save)
+    monkeypatch.setattr(resume, "save_torch", real_save)
     capsys.readouterr()
     train_and_evaluate(digits, out, run, tasks=2, first=1)
     assert "resumed task 1 after epoch 3" in capsys.readouterr().out

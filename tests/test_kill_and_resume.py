@@ -11,22 +11,29 @@ import time
 import pandas as pd
 import pytest
 
-from sparsecl.io import save_torch
+from sparsecl.errors import DataError
+from sparsecl.io import load_torch, save_torch
 
-from .stage_helpers import make_run, train_task
+from .stage_helpers import kill_in_epoch, make_run, train_task
 from .workflow_helpers import ROOT, local_env, snakemake, write_config
 
 
-def test_a_job_deletes_the_temporaries_a_resume_save_killed_half_way_left(tmp_path):
+def test_a_job_deletes_the_temporaries_a_killed_save_of_any_of_its_outputs_left(tmp_path):
     config, data, scenario = make_run(tmp_path, "finetune", num_tasks=1)
-    resume = tmp_path / "out" / "resume" / "task0.pt"
-    resume.parent.mkdir(parents=True)
-    stale = resume.parent / ".task0.pt.k1ll3d.tmp"
-    stale.write_bytes(b"\0" * 4096)  # what a kill between the temporary write and its rename leaves
+    out = tmp_path / "out"
+    resume = out / "resume" / "task0.pt"
+    outputs = [
+        resume,
+        *(out / "task0" / name for name in ("model.pt", "masks.pt", "train_log.parquet", "eval.parquet")),
+    ]
+    stale = [path.parent / f".{path.name}.k1ll3d.tmp" for path in outputs]
+    for path in stale:  # what a kill between a temporary write and its rename leaves
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * 4096)
     neighbour = resume.parent / ".task1.pt.x.tmp"  # another task's save in progress: not ours to delete
     neighbour.write_bytes(b"")
-    train_task(config, data, scenario, 0, tmp_path / "out")
-    assert not stale.exists() and neighbour.exists()
+    train_task(config, data, scenario, 0, out, evaluate=True)
+    assert [path for path in stale if path.exists()] == [] and neighbour.exists()
     assert not resume.exists()  # the finished task needs no resume state
 
 
@@ -38,6 +45,44 @@ def test_an_atomic_save_killed_before_its_rename_leaves_the_previous_file(tmp_pa
         save_torch(target, {"epoch": 2})
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]  # no temporary left, the old state intact
+
+
+def test_a_resume_made_under_another_learning_rate_is_discarded_and_the_task_starts_afresh(
+    tmp_path, monkeypatch, capsys
+):
+    old_config, data, scenario = make_run(tmp_path / "old", num_tasks=1, train={"epochs": 4, "lr": 0.05})
+    new_config, _, _ = make_run(tmp_path / "new", num_tasks=1, train={"epochs": 4, "lr": 0.2})
+    restore = kill_in_epoch(monkeypatch, epoch=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_task(old_config, data, scenario, 0, tmp_path / "out")
+    restore()
+    assert (tmp_path / "out" / "resume" / "task0.pt").exists()  # epochs 1-2 under lr 0.05
+    capsys.readouterr()
+    task_dir = train_task(new_config, data, scenario, 0, tmp_path / "out")  # the user changed lr and reran
+    logged = capsys.readouterr().out
+    assert "it was made under another run config; the task starts afresh" in logged
+    assert "resumed task 0" not in logged
+    fresh = train_task(new_config, data, scenario, 0, tmp_path / "fresh")
+    log, expected = (pd.read_parquet(d / "train_log.parquet") for d in (task_dir, fresh))
+    assert log["lr"].tolist() == expected["lr"].tolist() == pytest.approx([0.2, 0.2, 0.02, 0.002])
+    pd.testing.assert_frame_equal(log, expected)
+
+
+def test_a_resume_file_without_its_optimiser_state_is_one_line(tmp_path, monkeypatch):
+    config, data, scenario = make_run(tmp_path, num_tasks=1, train={"epochs": 4})
+    restore = kill_in_epoch(monkeypatch, epoch=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_task(config, data, scenario, 0, tmp_path / "out")
+    restore()
+    path = tmp_path / "out" / "resume" / "task0.pt"
+    saved = load_torch(path)
+    del saved["optimizer"]
+    save_torch(path, saved)
+    with pytest.raises(
+        DataError, match=r"task0.pt: resume file without 'optimizer'; delete it to start the task afresh"
+    ):
+        train_task(config, data, scenario, 0, tmp_path / "out")
+    assert not (tmp_path / "out" / "task0" / "model.pt").exists()
 
 
 CONFIG = {

@@ -25,7 +25,7 @@ from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.data import load_split
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, read_parquet_provenance, write_text
-from sparsecl.methods import training
+from sparsecl.methods import resume
 from sparsecl.methods.tickets_td import rewind
 from sparsecl.methods.tickets_unlabeled import HELD_OUT_DEVIATION, frozen_views, normalise
 from sparsecl.models import create_backbone
@@ -323,17 +323,17 @@ def test_a_lottery_teaching_stage_killed_mid_training_resumes_to_the_same_result
     dense = {"dense": bu.dir(1, "train") / "model.pt"}
     args = (1, "ticket", bu.dir(0, "train"))
     killed = Run(tmp_path, bu.digits, "tickets_bu", **bu.config.method_args)
-    real_save = training.save_torch
+    real_save = resume.save_torch
 
     def save_then_die(path, obj):
         real_save(path, obj)
         raise Killed("killed after the first epoch")
 
-    monkeypatch.setattr(training, "save_torch", save_then_die)
+    monkeypatch.setattr(resume, "save_torch", save_then_die)
     with pytest.raises(Killed):
         killed.stage(*args, masks=bu.dir(0, "imp2"), **unlabeled, **dense)
     assert not (killed.dir(1, "ticket") / "model.pt").exists()
-    monkeypatch.setattr(training, "save_torch", real_save)
+    monkeypatch.setattr(resume, "save_torch", real_save)
     capsys.readouterr()
     resumed = killed.stage(*args, masks=bu.dir(0, "imp2"), **unlabeled, **dense)
     assert "resumed task 1 after epoch 1" in capsys.readouterr().out

@@ -49,8 +49,10 @@ def _temporary(path: Path) -> Path:
 
 
 def check_writable(*paths: str | os.PathLike) -> None:
-    """Fail before a long job, not after it, when one of its outputs cannot be written."""
+    """Fail before a long job, not after it, when one of its outputs cannot be written; and delete
+    the temporaries a killed earlier attempt at writing them left behind."""
     for path in paths:
+        remove_stale_temporaries(path)
         if Path(path).is_dir():
             raise DataError(f"{path}: cannot write: {WRITE_ERRORS[errno.EISDIR]}")
         _temporary(Path(path)).unlink()
@@ -136,7 +138,10 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Exception as err:  # torch raises many types for a corrupt file
-        raise DataError(f"{path}: not a readable torch file ({type(err).__name__})") from None
+        raise DataError(
+            f"{path}: not a readable torch file ({type(err).__name__}: truncated or not written by sparsecl);"
+            " remove it and rerun snakemake, which remakes it"
+        ) from None
 
 
 def write_parquet(path: str | os.PathLike, frame: Any, provenance: dict | None = None) -> None:

@@ -19,7 +19,6 @@ from .io import (
     all_or_none,
     check_writable,
     provenance,
-    remove_stale_temporaries,
     save_torch,
     split_timing,
     write_json,
@@ -127,7 +126,6 @@ def train(
     method = get_method(run.method)
     method.check_stage(run, scenario, task, stage)
     log_to_stdout(f"== {run.run_id} task {task} stage {stage}: {time.strftime('%Y-%m-%d %H:%M:%S')}")
-    remove_stale_temporaries(resume_path)  # an atomic resume save killed half-way
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
     meta = load_meta(data_dir)
     model = build_model(run, meta, scenario, device)
@@ -209,6 +207,7 @@ def evaluate(
     run = load_run_config(run_config)
     scenario = load_run_scenario(scenario_path, run, task)
     check_eval_masks(task, masks_paths)
+    check_writable(out)
     meta = load_meta(data_dir)
     model = build_model(run, meta, scenario, device)
     saved = load_stage_file(model_path, run, scenario, device, (task,), "model")

@@ -48,7 +48,6 @@ from ..config import RunConfig, method_args
 from ..engine import make_optimizer, make_scheduler, train_epoch
 from ..engine.loop import LossFn, sliced_cross_entropy
 from ..errors import ConfigError, DataError
-from ..io import load_torch, save_torch
 from ..models import create_backbone
 from ..sparse import (
     MaskFile,
@@ -62,6 +61,7 @@ from ..sparse import (
 from .base import EvalContext, Method, TaskContext, TaskResult, register_method
 from .focil_experts import evaluate_experts, expert_outputs, settings_for
 from .focil_routing import SCORES, Prototypes
+from .resume import load_resume, save_resume
 
 SEARCHES = ("adaptive", "fixed")
 # Purposes of the per-(seed, task) random streams, so each can change without moving the others.
@@ -137,15 +137,15 @@ class TaskTrainer:
         self.best: TrialOutcome | None = None
         self.rows: list[dict[str, Any]] = []
         self.finished: list[TrialOutcome] = []
-        if ctx.resume_path.exists():
-            saved = load_torch(ctx.resume_path, map_location=ctx.device)
+        saved = load_resume(ctx, ("rows", "trials", "best"))
+        if saved is not None:
             self.rows, self.finished = saved["rows"], [TrialOutcome(**t) for t in saved["trials"]]
             self.best = TrialOutcome(**saved["best"]) if saved["best"] is not None else None
             ctx.log(f"resumed task {ctx.task} after {len(self.finished)} trials from {ctx.resume_path}")
 
     def save_progress(self) -> None:
-        save_torch(
-            self.ctx.resume_path,
+        save_resume(
+            self.ctx,
             {
                 "rows": self.rows,
                 "trials": [replace(t, state=None, mask=None).record() for t in self.finished],

@@ -20,8 +20,8 @@ import torch
 
 from ..engine import EpochStats, train_epoch
 from ..engine.loop import LossFn
-from ..io import load_torch, save_torch
 from .base import TaskContext
+from .resume import load_resume, save_resume
 
 
 class Stateful(Protocol):
@@ -90,8 +90,8 @@ def fit_epochs(
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     start = 0
-    if ctx.resume_path.exists():
-        saved = load_torch(ctx.resume_path, map_location=ctx.device)
+    saved = load_resume(ctx, ("epoch", "model", "optimizer", "scheduler", "generator", "method_state", "rows", "best"))
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
@@ -126,8 +126,8 @@ def fit_epochs(
                 }
         rows.append(row)
         ctx.log(line)
-        save_torch(
-            ctx.resume_path,
+        save_resume(
+            ctx,
             {
                 "epoch": epoch,
                 "model": model.state_dict(),

@@ -211,6 +211,27 @@ def test_the_verdict_line_keeps_sanity_checks_and_claims_apart_from_reproduced_n
     assert "1 of 1 claim holding" in line and "1 sanity check (true by construction)" in line
 
 
+def test_a_demo_check_is_checked_like_a_claim_but_counted_apart_from_the_papers_claims():
+    _, results = results_of(
+        (metrics_rows("e", accs=(80, 81)), curve_rows("e")), (metrics_rows("b", accs=(20, 21)), curve_rows("b"))
+    )
+    demo = entry(kind="demo", claim="e beats b", metric="acc_til", left="e/p", op=">=", right="b/p")
+    claim = entry(kind="claim", claim="b beats e", metric="acc_til", left="b/p", op=">=", right="e/p")
+    rows = ledger_rows([demo, claim], results, 2.0, 1)
+    assert [(r["kind"], r["verdict"]) for r in rows] == [("demo", "pass"), ("claim", "fail")]
+    (line,) = verdict_lines(rows, {})
+    assert "0 of 1 claim holding" in line
+    assert "1 of 1 demo check holding (the demo's own, not the paper's)" in line
+
+
+def test_the_demos_dst_premise_is_a_demo_check(demo_config):
+    schema = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
+    checked = validate(demo_config, schema)
+    entries = plan_ledger(checked, plan_runs(checked, schema))
+    dst = [(e["kind"], e["claim"]) for e in entries if e["experiment"] == "dst"]
+    assert dst == [("demo", "dst forgets less than finetune in task-IL")]
+
+
 def test_a_failing_row_on_toy_data_says_so_in_its_papers_verdict_line():
     toy = metrics_rows("e")
     real = metrics_rows("r").assign(dataset="cifar100")

@@ -85,9 +85,11 @@ def _ledger_markdown(table: pd.DataFrame, rows: list[dict], notes: dict, toleran
         f" {tolerance:g} points), a value read off a figure (`figure`, within its reading uncertainty plus"
         f" {tolerance:g}), a value the published code produces by construction (`code`, to the printed"
         " precision), a row shown for comparison (`reference`), or a statement of the paper checked on our"
-        " own runs (`claim`: `within noise` when the two mean ± std intervals overlap). Ours: mean ± std"
+        " own runs (`claim`: `within noise` when the two mean ± std intervals overlap), or a check written"
+        " for a demo config (`demo`, checked like a claim but no statement of the paper). Ours: mean ± std"
         " over n seeds. Each verdict line counts the evidence apart: only a `table` or `figure` row that"
-        " passes is a reproduced number; a `code` row holds by construction and is a sanity check.",
+        " passes is a reproduced number; a `code` row holds by construction and is a sanity check; a"
+        " `demo` row is a demo check.",
         "",
         "## Verdicts",
         "",

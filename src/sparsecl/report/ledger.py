@@ -3,8 +3,9 @@
 Each `reported` entry of the config (planned by `experiments.plan_ledger`) becomes rows:
   * a value (`table`, `figure`, `code`, `reference`) is one row against our final metric; a curve
     is one row per task against our per-task curve;
-  * a claim is one row: `left op right` on the seed means, a bound on `left`, or a spread
-    (some group's best and worst differ by more than their noise).
+  * a claim (or a demo check, a claim written for a demo config) is one row: `left op right` on
+    the seed means, a bound on `left`, or a spread (some group's best and worst differ by more
+    than their noise).
 Verdicts: `pass` / `fail`; `within noise` for a claim whose two mean ± std intervals overlap;
 `not run` when our side of the comparison is missing from this config's results; `reference`
 for rows shown but not targeted; `no published value` for an experiment without entries.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..experiments import CLAIM_KINDS
 from .tables import fmt
 
 VERDICTS = ("pass", "fail", "within noise", "not run")
@@ -89,7 +91,7 @@ class Results:
 def ledger_rows(entries: list[dict], results: Results, tolerance: float, decimals: int) -> list[dict]:
     rows = []
     for entry in entries:
-        if entry["kind"] == "claim":
+        if entry["kind"] in CLAIM_KINDS:
             rows.append(_claim_row(entry, results, decimals))
         elif "curve" in entry:
             table = results.curve(entry["experiment"], entry["point"], entry["metric"])
@@ -221,7 +223,13 @@ def no_value_rows(agg: pd.DataFrame, entries: list[dict], papers_of: dict[str, s
     return rows
 
 
-EVIDENCE = {"table": "reproduced", "figure": "reproduced", "claim": "claim holds", "code": "sanity check"}
+EVIDENCE = {
+    "table": "reproduced",
+    "figure": "reproduced",
+    "claim": "claim holds",
+    "code": "sanity check",
+    "demo": "demo check",
+}
 
 
 def _count(n: int, noun: str) -> str:
@@ -241,11 +249,17 @@ def verdict_lines(rows: list[dict], notes: dict[str, dict]) -> list[str]:
         reproduced = sum(r["verdict"] == "pass" for r in published)
         claims = [r for r in checked if r["kind"] == "claim"]
         sanity = [r for r in checked if r["kind"] == "code"]
+        demos = [r for r in checked if r["kind"] == "demo"]
         evidence = [
             f"{_count(len(published), 'published number')} compared ({reproduced} reproduced)",
             f"{sum(r['verdict'] == 'pass' for r in claims)} of {_count(len(claims), 'claim')} holding",
             f"{_count(len(sanity), 'sanity check')} (true by construction)",
         ]
+        if demos:
+            passing = sum(r["verdict"] == "pass" for r in demos)
+            evidence.append(
+                f"{passing} of {_count(len(demos), 'demo check')} holding (the demo's own, not the paper's)"
+            )
         extras = []
         if toy := sum(r.get("toy data", False) and r["verdict"] in ("fail", "within noise") for r in mine):
             extras.append(

@@ -327,6 +327,27 @@ def crafted(w: World, tmp: Path, name: str, change: Callable[[dict], dict]) -> P
     return path
 
 
+def full_masks(w: World, shapes: dict | None = None, drop: str = "", dtype=torch.bool, fill: int = 1) -> dict:
+    """A mask (or owner map) over task 0's network weights, with the given shapes changed."""
+    weights = io.load_torch(w.run / "task0" / "model.pt")["state_dict"]
+    out = {
+        k: torch.full(tuple(v.shape), fill, dtype=dtype)
+        for k, v in weights.items()
+        if k.endswith("weight") and k != drop
+    }
+    return out | {k: torch.ones(shape, dtype=dtype) for k, shape in (shapes or {}).items()}
+
+
+def with_masks(w: World, tmp: Path, **entries) -> Path:
+    return crafted(w, tmp, "masks.pt", lambda saved: {**saved, **entries})
+
+
+def infinite_first_weight(saved: dict) -> dict:
+    weights = dict(saved["state_dict"])
+    weights["features.0.weight"] = weights["features.0.weight"].clone().index_fill_(0, torch.tensor([0]), float("inf"))
+    return {**saved, "state_dict": weights}
+
+
 def not_torch(tmp: Path) -> Path:
     path = tmp / "crafted" / "model.pt"
     path.parent.mkdir()
@@ -585,6 +606,21 @@ CLI_CASES = [
          "masks.pt: not a masks file written by sparsecl (no provenance)"),
     Case("weights that do not fit", lambda w, t: evaluate(w, t, model=crafted(w, t, "model.pt", lambda s: {**s, "state_dict": {"w": torch.zeros(2)}})),
          "model.pt: weights do not fit this run's network"),
+    # stage files that load but are not what they claim
+    Case("a mask of a broadcastable wrong shape", lambda w, t: evaluate(w, t, masks=[with_masks(w, t, mask=full_masks(w, {"features.0.weight": (1, 64)}))]),
+         "masks.pt: mask of 'features.0.weight' has shape [1, 64], the weight [32, 64]"),
+    Case("masks that lack a layer", lambda w, t: evaluate(w, t, masks=[with_masks(w, t, mask=full_masks(w, drop="classifier.weight"), owner=full_masks(w, drop="classifier.weight", fill=0))]),
+         "masks.pt: no mask for 'classifier.weight'"),
+    Case("float masks", lambda w, t: evaluate(w, t, masks=[with_masks(w, t, mask=full_masks(w, dtype=torch.float32))]),
+         "masks.pt: mask of 'features.0.weight' is torch.float32, expected bool"),
+    Case("an owner map without its mask", lambda w, t: evaluate(w, t, masks=[with_masks(w, t, owner=full_masks(w, fill=0))]),
+         "masks.pt: an owner map without its 'mask'"),
+    Case("a mask of a weight the network does not have", lambda w, t: evaluate(w, t, masks=[with_masks(w, t, mask={"features.9.weight": torch.ones(2, 2, dtype=torch.bool)})]),
+         "masks.pt: mask of 'features.9.weight', which is not a weight of this network"),
+    Case("a model of NaN weights", lambda w, t: evaluate(w, t, model=crafted(w, t, "model.pt", lambda s: {**s, "state_dict": {k: v * float("nan") for k, v in s["state_dict"].items()}})),
+         "model.pt: weights of 'features.0.weight' are not finite (NaN or infinity)"),
+    Case("a previous model with an infinite weight", lambda w, t: train(w, t, task=1, prev_model=crafted(w, t, "model.pt", infinite_first_weight)),
+         "model.pt: weights of 'features.0.weight' are not finite"),
     Case("evaluate --task beyond the scenario", lambda w, t: evaluate(w, t, task=5, model=w.run / "task1/model.pt", masks=[w.run / "task0/masks.pt"]),
          ".json: task 5 does not exist (scenario has 2 tasks)"),
     Case("train --task beyond the scenario", lambda w, t: train(w, t, task=2), ".json: task 2 does not exist (scenario has 2 tasks)"),

@@ -333,3 +333,74 @@ def test_a_malformed_reported_entry_is_one_config_error_naming_the_key(demo_conf
         plan_ledger(checked, plan_runs(checked, schema))
     assert f"experiments.dst.{message}" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def one_experiment(tmp_path):
+    """Two seeds' metrics, curves and accuracy matrices, as `summarize` writes them."""
+    metrics, curves = metrics_rows(), curve_rows()
+    paths = {"metrics": [], "matrix": [], "curves": []}
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        metrics[metrics["seed"] == seed].to_parquet(run / "metrics.parquet")
+        curves[curves["seed"] == seed].to_parquet(run / "curves.parquet")
+        matrix = pd.DataFrame({"setting": ["til"] * 3, "after_task": range(3), "task0": [90.0] * 3})
+        matrix.to_csv(run / "matrix.csv", index=False)
+        for kind, name in (("metrics", "metrics.parquet"), ("matrix", "matrix.csv"), ("curves", "curves.parquet")):
+            paths[kind].append(run / name)
+    return paths
+
+
+def report_call(paths, tmp_path, ledger='{"entries": []}'):
+    from sparsecl.report.build import build_report
+
+    build_report(paths["metrics"], paths["matrix"], paths["curves"], ledger, tmp_path / "tables", tmp_path / "plots")
+
+
+def test_a_report_of_good_files_writes_every_table(one_experiment, tmp_path):
+    report_call(one_experiment, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
+        ["summary.parquet", "summary.csv", "summary.md", "reproduction.csv", "reproduction.md"]
+    )
+
+
+BAD_REPORT_INPUTS = [
+    ("a ledger that is not JSON", "ledger", "{entries: []}", "--ledger: expected the ledger as JSON"),
+    ("a ledger that is a list", "ledger", "[1, 2]", "--ledger: expected a JSON object with an 'entries' list"),
+    ("a zero-byte metrics file", "metrics", b"", "metrics.parquet: not a readable parquet metrics file"),
+    ("a text curves file", "curves", b"after_task,value\n0,1\n", "curves.parquet: not a readable parquet curves file"),
+    ("a garbage accuracy matrix", "matrix", b"\x00\x01garbage", "matrix.csv: expected an accuracy matrix with columns"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "what, content, message", [c[1:] for c in BAD_REPORT_INPUTS], ids=[c[0] for c in BAD_REPORT_INPUTS]
+)
+def test_a_report_refuses_a_damaged_input_in_one_line_and_writes_no_table(
+    one_experiment, tmp_path, what, content, message
+):
+    from sparsecl.errors import DataError
+
+    ledger = '{"entries": []}'
+    if what == "ledger":
+        ledger = content
+    else:
+        one_experiment[what][-1].write_bytes(content)
+    with pytest.raises(DataError) as err:
+        report_call(one_experiment, tmp_path, ledger)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "tables").exists() or list((tmp_path / "tables").iterdir()) == []
+
+
+def test_a_report_whose_plots_fail_leaves_no_summary_behind(one_experiment, tmp_path, monkeypatch):
+    from sparsecl.errors import DataError
+    from sparsecl.report import build
+
+    def no_space(*args, **kwargs):
+        raise DataError("plots/e/p/accuracy_matrix.png: cannot write: no space left on device")
+
+    monkeypatch.setattr(build, "matrix_heatmaps", no_space)
+    with pytest.raises(DataError, match="no space left on device"):
+        report_call(one_experiment, tmp_path)
+    assert list((tmp_path / "tables").iterdir()) == []

@@ -64,3 +64,47 @@ def test_a_stage_run_by_the_server_writes_the_same_bytes_in_the_jobs_directory(s
 def test_without_a_reachable_server_the_command_runs_in_its_own_process(tmp_path):
     result = sparsecl(["train", "--task", "abc"], tmp_path, server=Path(tmp_path) / "nobody.sock")
     assert result.returncode == 2 and "Invalid value for '--task'" in result.stderr
+
+
+WRAPPER = """
+import subprocess, sys, time
+server = subprocess.Popen([sys.executable, "-m", "sparsecl.cli", "serve", "--socket", sys.argv[1], "--idle", "3600",
+                           "--parent", str(__import__("os").getpid())], start_new_session=True)
+print(server.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_server_whose_run_is_killed_while_it_starts_exits_on_its_own(tmp_path):
+    """The run that starts the server (here a stand-in for Snakemake) is SIGKILLed at once, before
+    the server has even imported torch: the server must not stay for its idle timeout."""
+    wrapper = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, str(tmp_path / "s.sock")], stdout=subprocess.PIPE, text=True
+    )
+    server_pid = int(wrapper.stdout.readline())
+    wrapper.kill()
+    wrapper.wait()
+    for _ in range(3000):  # polled, not timed: the server's imports take what the machine's load makes them
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{server_pid}/stat").read_text().split()[2] == "Z":
+            break  # exited, waiting for init to reap it
+        time.sleep(0.2)
+    else:
+        os.kill(server_pid, 9)
+        pytest.fail("the stage server outlived the run that started it by 10 minutes")
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_a_socket_in_a_missing_directory_is_one_line_naming_it(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "sparsecl.cli", "serve", "--socket", str(tmp_path / "nowhere" / "s.sock")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == f"sparsecl: error: {tmp_path}/nowhere/s.sock: no directory {tmp_path}/nowhere for the server's socket"
+    )

@@ -152,8 +152,8 @@ def report(
     ledger: Annotated[str, typer.Option(help="JSON: the reference values and papers' notes of the ledger")],
     tables_dir: PathArg,
     plots_dir: PathArg,
-    decimals: int = 1,
-    tolerance: float = 2.0,
+    decimals: Annotated[int, typer.Option(min=0, max=4, help="decimal places of accuracies in the tables")] = 1,
+    tolerance: Annotated[float, typer.Option(min=0, help="ledger tolerance, in accuracy points")] = 2.0,
 ) -> None:
     """Tables (mean ± std over seeds), the reproduction ledger and plots."""
     from .report import build_report
@@ -165,11 +165,14 @@ def report(
 def serve(
     socket_path: Annotated[Path, typer.Option("--socket", help="Unix socket to listen on")],
     idle: Annotated[float, typer.Option(help="seconds without a request before the server exits")] = 600.0,
+    parent: Annotated[
+        int | None, typer.Option(help="pid the server lives for (default: its parent); it exits when that process does")
+    ] = None,
 ) -> None:
     """Keep one warm process that forks every stage of a local run (the workflow starts it)."""
     from .server import serve as serve_forever
 
-    serve_forever(socket_path, idle)
+    serve_forever(socket_path, idle, parent)
 
 
 def _one_line(message: str) -> str:

@@ -110,11 +110,18 @@ def _strict_numbers(validator_cls):
 def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """For allOf/if-then failures, the informative error is the innermost one; a oneOf of
     alternatives at the same key is reported as the list of alternatives."""
-    while error.context and error.validator not in ("oneOf", "anyOf"):
+    while error.context and not _scalar_alternatives(error):
         error = max(error.context, key=lambda e: len(e.absolute_path))
-    if error.context and any(len(e.absolute_path) > len(error.absolute_path) for e in error.context):
-        return _deepest(max(error.context, key=lambda e: len(e.absolute_path)))
     return error
+
+
+def _scalar_alternatives(error: jsonschema.ValidationError) -> bool:
+    """A oneOf/anyOf of plain values ('auto' or an integer >= 0), which reads best as a list."""
+    simple = {"const", "enum", "type", "minimum", "maximum", "description"}
+    return error.validator in ("oneOf", "anyOf") and all(
+        isinstance(option, dict) and set(option) <= simple and option.get("type") not in ("object", "array")
+        for option in error.validator_value
+    )
 
 
 def _alternative(schema: dict) -> str:

@@ -229,11 +229,8 @@ SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_GPUS", "CUDA_V
 
 
 def _torch_version() -> str:
-    """Torch's version without importing torch where a stage does not use it (summaries, report)."""
-    import sys
-
-    if "torch" in sys.modules:
-        return str(sys.modules["torch"].__version__)
+    """Torch's installed version (its package metadata: one spelling whether or not this process
+    imported torch, e.g. `2.14.1`; the CUDA build shows in `device`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

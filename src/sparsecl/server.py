@@ -20,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .errors import DataError
 from .launcher import HEADER, STATUS
 
 PRELOAD = (
@@ -36,17 +37,21 @@ PRELOAD = (
 )
 
 
-def serve(address: Path, idle: float = 600.0) -> None:
+def serve(address: Path, idle: float = 600.0, parent: int | None = None) -> None:
+    """`parent`: the pid of the process the server lives for, given by it, so that a parent that
+    dies while the server still imports torch is not mistaken for init adopting the server."""
     import importlib
 
+    parent = os.getppid() if parent is None else parent
+    address = Path(address)
+    if not address.parent.is_dir():
+        raise DataError(f"{address}: no directory {address.parent} for the server's socket")
     import matplotlib
 
     matplotlib.use("Agg")
     for name in PRELOAD:
         importlib.import_module(name)
     _warm_up()
-    parent = os.getppid()
-    address = Path(address)
     address.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(address))

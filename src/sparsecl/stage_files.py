@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .config import RunConfig
 from .errors import DataError
 from .io import TIMING_FIELDS, load_torch, provenance
@@ -26,6 +28,53 @@ def file_provenance(run: RunConfig, scenario: Scenario, task: int, stage: str) -
     return {**prov, "run_id": run.run_id, "task": task, "stage": stage, "architecture": architecture(run, scenario)}
 
 
+# Per-weight tensors a masks file may hold: this task's mask, the owner map after it (methods that
+# give each task its own weights), and the protected base of a bottom-up ticket.
+MASK_ENTRIES = ("mask", "owner", "base")
+
+
+def check_masks_fit(saved: dict, shapes: dict[str, tuple[int, ...]], owned: tuple[str, ...], path: Path) -> None:
+    """A masks file's tensors, entry by entry: bool or uint8, named after a weight of the network and
+    of its exact shape (a broadcastable [1, 64] for [16, 64] is not the same mask), the entries
+    covering the same weights; a file with an owner map covers every weight in `owned`."""
+    layers = None
+    for entry in MASK_ENTRIES:
+        tensors = saved.get(entry)
+        if tensors is None:
+            continue
+        if not isinstance(tensors, dict):
+            raise DataError(f"{path}: '{entry}' is not a mapping of weight name to mask")
+        for name, tensor in tensors.items():
+            if name not in shapes:
+                raise DataError(f"{path}: {entry} of {name!r}, which is not a weight of this network")
+            if getattr(tensor, "dtype", None) not in (torch.bool, torch.uint8):
+                raise DataError(
+                    f"{path}: {entry} of {name!r} is {getattr(tensor, 'dtype', type(tensor).__name__)}, expected bool"
+                )
+            if tuple(tensor.shape) != tuple(shapes[name]):
+                raise DataError(
+                    f"{path}: {entry} of {name!r} has shape {list(tensor.shape)}, the weight {list(shapes[name])}"
+                )
+        if layers is not None and set(tensors) != layers:
+            missing = sorted(layers ^ set(tensors))[0]
+            raise DataError(f"{path}: '{entry}' and 'mask' do not cover the same weights ({missing!r})")
+        layers = set(tensors)
+    if "owner" in saved and layers is not None and layers != set(owned):
+        missing = sorted(set(owned) - layers)
+        raise DataError(
+            f"{path}: no mask for {missing[0]!r}" if missing else f"{path}: masks of weights that no task owns"
+        )
+    if "owner" in saved and "mask" not in saved:
+        raise DataError(f"{path}: an owner map without its 'mask'")
+
+
+def check_finite(state_dict: dict, path: Path) -> None:
+    """NaN or infinite weights give numbers at chance, not an error: refuse them here."""
+    for name, tensor in state_dict.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DataError(f"{path}: weights of {name!r} are not finite (NaN or infinity)")
+
+
 def load_stage_file(path: Path, run: RunConfig, scenario: Scenario, device, tasks: tuple[int, ...], what: str) -> dict:
     """A model or masks file of this run, of one of `tasks`, for this network; else a one-line error."""
     saved = load_torch(path, map_location=device)
@@ -41,4 +90,6 @@ def load_stage_file(path: Path, run: RunConfig, scenario: Scenario, device, task
         raise DataError(
             f"{path}: {what} file for {prov.get('architecture')}, this run uses {architecture(run, scenario)}"
         )
+    if isinstance(saved.get("state_dict"), dict):
+        check_finite(saved["state_dict"], path)
     return saved

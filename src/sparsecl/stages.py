@@ -27,7 +27,8 @@ from .io import (
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
-from .stage_files import file_provenance, load_stage_file
+from .sparse import maskable_parameters
+from .stage_files import check_masks_fit, file_provenance, load_stage_file
 
 
 def log_to_stdout(message: str) -> None:
@@ -91,6 +92,14 @@ def load_weights(model: torch.nn.Module, saved: dict, path: Path) -> None:
         raise DataError(f"{path}: weights do not fit this run's network ({first})") from None
 
 
+def load_masks(path: Path, run: RunConfig, scenario, device, tasks: tuple[int, ...], model: torch.nn.Module) -> dict:
+    """A masks file of this run and of one of `tasks` whose masks fit `model` weight for weight."""
+    saved = load_stage_file(path, run, scenario, device, tasks, "masks")
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    check_masks_fit(saved, shapes, tuple(maskable_parameters(model)), path)
+    return saved
+
+
 def task_generator_seed(run: RunConfig, task: int, purpose: int = 0) -> int:
     """Independent, reproducible streams per (run seed, task, purpose)."""
     return int(np.random.SeedSequence([run.seed, task, purpose]).generate_state(1)[0])
@@ -139,7 +148,7 @@ def train(
         load_weights(model, saved, prev_model)
         prev_extra = saved.get("extra", {})
     if prev_masks is not None:
-        masks = load_stage_file(prev_masks, run, scenario, device, earlier, "masks")
+        masks = load_masks(prev_masks, run, scenario, device, earlier, model)
     check_writable(out_model, out_masks, out_log, resume_path, *([out_eval] if out_eval else []))
     generator = seed_everything(task_generator_seed(run, task), device)
     ctx = TaskContext(
@@ -212,7 +221,7 @@ def evaluate(
     model = build_model(run, meta, scenario, device)
     saved = load_stage_file(model_path, run, scenario, device, (task,), "model")
     load_weights(model, saved, model_path)
-    masks = [load_stage_file(p, run, scenario, device, (t,), "masks") for t, p in enumerate(masks_paths)]
+    masks = [load_masks(p, run, scenario, device, (t,), model) for t, p in enumerate(masks_paths)]
     generator = seed_everything(task_generator_seed(run, task, purpose=1), device)
     ctx = EvalContext(
         run=run,

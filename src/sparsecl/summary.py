@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import load_run_config
-from .io import provenance, read_parquet_provenance, write_parquet, write_text
+from .config import RunConfig, load_run_config
+from .errors import DataError
+from .io import all_or_none, check_writable, provenance, read_parquet_provenance, write_parquet, write_text
 from .metrics import accuracy_matrix, summarize_matrix
 
 EVAL_COLUMNS = {"task_trained", "task_eval", "n", "acc_til", "acc_cil"}
@@ -30,11 +31,45 @@ def settings_of(kind: str) -> tuple[str, ...]:
     return ("data",) if kind == "data" else ("til", "cil")
 
 
+def load_eval(path: Path, run: RunConfig, task: int) -> pd.DataFrame:
+    """The evaluation after `task` of this run: one row per task seen (one for a data step), the
+    accuracies numbers in [0, 100]; anything else is one line naming the file."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: evaluation file missing (the summary of {run.run_id} reads it)")
+    try:
+        frame, prov = pd.read_parquet(path), read_parquet_provenance(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not parquet
+        raise DataError(f"{path}: not a parquet evaluation file ({type(err).__name__})") from None
+    if prov.get("run_id") != run.run_id:
+        raise DataError(f"{path}: evaluation of run {prov.get('run_id')!r}, not of this run {run.run_id!r}")
+    if prov.get("task") != task:
+        raise DataError(f"{path}: evaluation after task {prov.get('task')}, expected task {task} (files in task order)")
+    missing = sorted(EVAL_COLUMNS - set(frame.columns))
+    if missing:
+        raise DataError(f"{path}: no {missing[0]!r} column; expected {', '.join(sorted(EVAL_COLUMNS))}")
+    for column in sorted(EVAL_COLUMNS):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if not pd.api.types.is_numeric_dtype(frame[column]) or values.isna().any() or not np.isfinite(values).all():
+            raise DataError(f"{path}: column {column!r} holds {frame[column].tolist()[:3]}..., expected finite numbers")
+    if not frame[["acc_til", "acc_cil"]].stack().between(0, 100).all():
+        raise DataError(f"{path}: accuracies outside [0, 100]")
+    seen = [0] if run.scenario.kind == "data" else list(range(task + 1))
+    if sorted(frame["task_eval"].astype(int).tolist()) != seen or set(frame["task_trained"]) != {task}:
+        raise DataError(
+            f"{path}: rows for tasks {frame['task_eval'].tolist()} after task {sorted(set(frame['task_trained']))};"
+            f" expected one row per task {seen} after task {task}"
+        )
+    return frame
+
+
 def summarize(run_config: Path, eval_paths: list[Path], out_metrics: Path, out_matrix: Path, out_curves: Path) -> None:
     run = load_run_config(run_config)
-    frames = [pd.read_parquet(p) for p in eval_paths]
-    rows = pd.concat(frames).to_dict("records")
     T, kind = run.scenario.num_tasks, run.scenario.kind
+    if len(eval_paths) != T:
+        raise DataError(f"--eval: {len(eval_paths)} evaluation files for {run.run_id}, expected {T} (one per task)")
+    frames = [load_eval(p, run, t) for t, p in enumerate(eval_paths)]
+    check_writable(out_metrics, out_curves, out_matrix)
+    rows = pd.concat(frames).to_dict("records")
     records, matrices, curves = [], [], []
     for setting in settings_of(kind):
         key = "acc_cil" if setting == "data" else f"acc_{setting}"
@@ -73,9 +108,10 @@ def summarize(run_config: Path, eval_paths: list[Path], out_metrics: Path, out_m
             frame[key] = value
     prov = provenance(run.to_dict(), seed=run.seed)
     prov.update(run_id=run.run_id, final_evaluation=read_parquet_provenance(eval_paths[-1]))
-    write_parquet(out_metrics, metrics, prov)
-    write_parquet(out_curves, curve_frame, prov)
-    write_text(out_matrix, pd.concat(matrices).to_csv(index=False, float_format="%.4f"))
+    with all_or_none(out_metrics, out_curves, out_matrix):
+        write_parquet(out_metrics, metrics, prov)
+        write_parquet(out_curves, curve_frame, prov)
+        write_text(out_matrix, pd.concat(matrices).to_csv(index=False, float_format="%.4f"))
 
 
 def _data_metrics(R: np.ndarray) -> dict[str, float]:

@@ -408,7 +408,16 @@ def start_stage_server():
         ) from None
     with out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sparsecl.cli", "serve", "--socket", str(address)],
+            [
+                sys.executable,
+                "-m",
+                "sparsecl.cli",
+                "serve",
+                "--socket",
+                str(address),
+                "--parent",
+                str(os.getpid()),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,

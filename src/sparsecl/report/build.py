@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..experiments import PAPERS, paper_slug
-from ..io import provenance, write_parquet, write_text
+from ..io import all_or_none, check_writable, provenance, write_parquet, write_text
 from ..roots import NOTICE, REHEARSAL
 from .ledger import Results, ledger_rows, no_value_rows, verdict_lines
 from .plots import accuracy_curves, ledger_curves, matrix_heatmaps
@@ -36,14 +36,48 @@ def build_report(
         raise DataError(
             f"report: {len(metrics_paths)} metrics files, {len(matrix_paths)} matrices and {len(curve_paths)} curve files"
         )
-    ledger = json.loads(ledger_json)
+    ledger = _ledger_spec(ledger_json)
     rehearsal = bool(ledger.get("rehearsal"))
     if not rehearsal:
         _refuse_rehearsal_results(metrics_paths + matrix_paths + curve_paths)
-    metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
-    curves = pd.concat([pd.read_parquet(p) for p in curve_paths], ignore_index=True)
+    metrics = pd.concat([_read(p, pd.read_parquet, "parquet metrics") for p in metrics_paths], ignore_index=True)
+    curves = pd.concat([_read(p, pd.read_parquet, "parquet curves") for p in curve_paths], ignore_index=True)
     agg, agg_curves = aggregate(metrics), aggregate_curves(curves)
     tables_dir, plots_dir = Path(tables_dir), Path(plots_dir)
+    tables = [tables_dir / name for name in TABLES]
+    check_writable(*tables)
+    with all_or_none(*tables):
+        _write(metrics, curves, matrix_paths, agg, agg_curves, ledger, tables_dir, plots_dir, decimals, tolerance)
+
+
+TABLES = ("summary.parquet", "summary.csv", "summary.md", "reproduction.csv", "reproduction.md")
+
+
+def _ledger_spec(ledger_json: str) -> dict:
+    """--ledger: {"entries": [...], "papers": {...}, "rehearsal": bool}, as the workflow writes it."""
+    try:
+        ledger = json.loads(ledger_json)
+    except json.JSONDecodeError as err:
+        raise DataError(f"--ledger: expected the ledger as JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(ledger, dict) or not isinstance(ledger.get("entries"), list):
+        raise DataError(f"--ledger: expected a JSON object with an 'entries' list, got {ledger_json[:60]!r}")
+    if not isinstance(ledger.get("papers", {}), dict):
+        raise DataError("--ledger: 'papers' must be a JSON object of notes per paper")
+    return ledger
+
+
+def _read(path: Path, reader, what: str) -> pd.DataFrame:
+    """A run's summary file, or one line naming it: missing, or not what it claims to be."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: {what} file missing (the report reads it)")
+    try:
+        return reader(path)
+    except Exception as err:  # pandas and pyarrow raise many types for a damaged file
+        raise DataError(f"{path}: not a readable {what} file ({type(err).__name__})") from None
+
+
+def _write(metrics, curves, matrix_paths, agg, agg_curves, ledger, tables_dir, plots_dir, decimals, tolerance) -> None:
+    rehearsal = bool(ledger.get("rehearsal"))
     prov = provenance({"runs": sorted(metrics["run_id"].unique())})
     write_parquet(tables_dir / "summary.parquet", agg, prov)
     write_text(tables_dir / "summary.csv", agg.to_csv(index=False, float_format="%.4f"))
@@ -105,7 +139,9 @@ def _plots(metrics: pd.DataFrame, curves: pd.DataFrame, matrix_paths: list[Path]
     runs = metrics.drop_duplicates("run_id")[["run_id", "experiment", "point"]].reset_index(drop=True)
     matrices = []
     for run, path in zip(runs.itertuples(index=False), matrix_paths):
-        frame = pd.read_csv(path)
+        frame = _read(path, pd.read_csv, "CSV accuracy-matrix")
+        if not {"setting", "after_task"} <= set(frame.columns) or not any(c.startswith("task") for c in frame.columns):
+            raise DataError(f"{path}: expected an accuracy matrix with columns setting, after_task, task0, ...")
         frame["experiment"], frame["point"], frame["run_id"] = run.experiment, run.point, run.run_id
         matrices.append(frame)
     allm = pd.concat(matrices, ignore_index=True)

@@ -250,6 +250,19 @@ def scenario_copy(
     return path
 
 
+def edited_order(w: World) -> str:
+    doc = json.loads(w.scenario.read_text())
+    doc["class_order"] = doc["class_order"][::-1]
+    return json.dumps(doc)
+
+
+def other_split_npz(w: World, tmp: Path) -> bytes:
+    spec = ScenarioSpec(num_tasks=2, classes_per_task=2, validation_fraction=0.2)
+    made = tmp / "made" / f"{spec.id}.json"
+    stages.make_scenario("digits", w.data, json.dumps(asdict(spec)), made)
+    return made.with_suffix(".npz").read_bytes()
+
+
 def scenario_of_another_split(w: World, tmp: Path) -> Path:
     """A 3-task scenario saved under the name of the run's 2-task scenario."""
     spec = ScenarioSpec(num_tasks=3, classes_per_task=2)
@@ -550,6 +563,10 @@ CLI_CASES = [
          ".json: not a scenario file written by sparsecl"),
     Case("scenario of another split under the run's name", lambda w, t: evaluate(w, t, scenario=scenario_of_another_split(w, t)),
          "scenario 'class-t3k2-natural-s0' of digits, this run uses 'class-t2k2-natural-s0' of digits"),
+    Case("a scenario whose class order was edited under its id", lambda w, t: train(w, t, scenario=scenario_copy(w, t, json_text=edited_order(w))),
+         "class-t2k2-natural-s0.json: its class order, tasks or index arrays do not match the digest it was written with"),
+    Case("a scenario with another split's index arrays", lambda w, t: evaluate(w, t, scenario=scenario_copy(w, t, npz=other_split_npz(w, t))),
+         "class-t2k2-natural-s0.json: its class order, tasks or index arrays do not match"),
     Case("scenario id not matching its file name", lambda w, t: make_scenario_call(w, t, SPEC, "class-t5k2-natural-s0.json"),
          "class-t5k2-natural-s0.json: file name does not match the scenario id 'class-t2k2-natural-s0'"),
     Case("scenario spec not JSON", lambda w, t: make_scenario_call(w, t, "{num_tasks: 2}"), "--spec: expected a scenario spec as JSON"),

@@ -12,6 +12,8 @@ contiguous labels [t*k, (t+1)*k), as in the upstream codes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -230,6 +232,7 @@ def save_scenario(scenario: Scenario, json_path: str | Path) -> None:
             "spec": spec,
             "class_order": scenario.class_order,
             "tasks": scenario.tasks,
+            "content_sha256": content_digest(scenario.class_order, scenario.tasks, arrays),
             "num_train": int(len(scenario.train_index)),
             "num_val": int(len(scenario.val_index)),
             "num_exemplars": int(len(scenario.exemplar_index)),
@@ -237,6 +240,15 @@ def save_scenario(scenario: Scenario, json_path: str | Path) -> None:
             "provenance": provenance(spec, seed=scenario.spec.split_seed),
         },
     )
+
+
+def content_digest(class_order: list[int], tasks: list[list[int]], arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of what a scenario decides: its class order, tasks and every index array."""
+    digest = hashlib.sha256(json.dumps([list(map(int, class_order)), tasks]).encode())
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name], dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def load_scenario(json_path: str | Path) -> Scenario:
@@ -250,6 +262,11 @@ def load_scenario(json_path: str | Path) -> Scenario:
         raise DataError(f"{npz_path}: scenario index file not found") from None
     except (OSError, ValueError) as err:
         raise DataError(f"{npz_path}: not a readable scenario index file ({err})") from None
+    if doc.get("content_sha256") != content_digest(doc["class_order"], doc["tasks"], arrays):
+        raise DataError(
+            f"{json_path}: its class order, tasks or index arrays do not match the digest it was written with"
+            " (edited after the scenario stage?); remove it and its .npz and rerun snakemake, which rewrites them"
+        )
     chunks = [arrays[f"chunk{i}"] for i in range(len(doc.get("chunk_sizes", [])))]
     return Scenario(
         spec=ScenarioSpec(**doc["spec"]),
@@ -265,8 +282,6 @@ def load_scenario(json_path: str | Path) -> Scenario:
 
 def make_scenario(dataset: str, data_dir: str | Path, spec_json: str, out: str | Path) -> None:
     """The `scenario` stage: build the split from the prepared training labels and write it."""
-    import json
-
     from .data.store import check_classes_present, load_meta, load_split
 
     spec = ScenarioSpec(**json.loads(spec_json))

@@ -11,6 +11,7 @@ checks them while it builds the DAG (it prints each as one `config error:` line)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import errno
 import json
 import os
@@ -289,6 +290,11 @@ def spec_of(**changes) -> str:
 
 
 # ---------------------------------------------------------------- bad run configs
+
+
+def run_hash(w: World) -> str:
+    """The hash the workflow passes a job: the run config's as written (as the config resolves)."""
+    return yaml.safe_load(w.config.read_text())[HASH_KEY]
 
 
 def run_config(w: World, tmp: Path, change: Callable[[dict], None], rehash: bool = True) -> Path:
@@ -591,6 +597,8 @@ CLI_CASES = [
          "config.yaml: protocol: expected one of ('standard', 'faithful'), got 'loose'"),
     Case("hand-edited lr", lambda w, t: train(w, t, config=run_config(w, t, setting("train", "lr", 0.5), rehash=False)),
          "config.yaml: edited by hand (its content does not match its config_hash)"),
+    Case("hand-edited lr with its hash recomputed", lambda w, t: train(w, t, config=run_config(w, t, setting("train", "lr", 0.5)), config_hash=run_hash(w)),
+         "config.yaml: not what the workflow config resolves to (its config_hash"),
     Case("missing run config", lambda w, t: train(w, t, config=t / "nowhere.yaml"), "nowhere.yaml: run config not found"),
     Case("run config not YAML", lambda w, t: train(w, t, config=text_file(t / "c.yaml", "train: [1\n")), "c.yaml: not valid YAML"),
     Case("run config a list", lambda w, t: train(w, t, config=text_file(t / "c.yaml", "- 1\n")),
@@ -896,3 +904,34 @@ def test_snakemake_stops_on_a_repeated_experiment_name_and_on_a_results_file(tmp
     assert result.returncode != 0
     assert "results: expected a writable directory for the run's outputs" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_hand_edited_run_config_stops_its_jobs_and_the_advice_given_remakes_it(tmp_path):
+    from sparsecl.config import dump_run_config, load_run_config
+
+    from .workflow_helpers import snakemake, write_config
+
+    config = copy.deepcopy(BASE)
+    config["experiments"]["ft"]["train"] = {"epochs": 1}
+    write_config(tmp_path, config)
+    target = "results/runs/ft/default/seed0/task0/model.pt"
+    snakemake(tmp_path, target, "--cores", "1")
+    run_file = tmp_path / "results/runs/ft/default/seed0/config.yaml"
+    edited = dataclasses.replace(
+        load_run_config(run_file), train=dataclasses.replace(load_run_config(run_file).train, lr=0.5)
+    )
+    run_file.write_text(dump_run_config(edited))  # an edit that recomputes the file's own hash
+    result = snakemake(tmp_path, target, "--cores", "1", check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "results/logs").rglob("task0.log")
+    refusal = [
+        line
+        for path in log
+        for line in path.read_text().splitlines()
+        if "not what the workflow config resolves to" in line
+    ]
+    assert refusal and "remove it and rerun snakemake" in refusal[-1]
+    run_file.unlink()  # the advice, followed literally
+    snakemake(tmp_path, target, "--cores", "1")
+    assert load_run_config(run_file).train.lr == 0.05

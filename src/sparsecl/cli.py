@@ -21,6 +21,12 @@ app.add_typer(data_app, name="data")
 
 PathArg = Annotated[Path, typer.Option()]
 StageOpt = Annotated[str, typer.Option(help="the method's stage this job runs (single-stage methods: train)")]
+ConfigHashOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the hash the workflow config resolves this run's config to; a config file without it is refused"
+    ),
+]
 InputsOpt = Annotated[
     list[str] | None, typer.Option("--input", help="NAME=PATH of a further file the stage reads (repeatable)")
 ]
@@ -75,6 +81,7 @@ def train(
     ] = None,
     device: str = "auto",
     threads: int = 1,
+    config_hash: ConfigHashOpt = None,
 ) -> None:
     """Train one task (or one stage of it), starting from the previous stage's model and masks;
     with --out-eval, then evaluate it on every seen task in the same process."""
@@ -96,6 +103,7 @@ def train(
         inputs=_named_paths(inputs),
         out_eval=out_eval,
         eval_masks=eval_masks or [],
+        config_hash=config_hash,
     )
 
 
@@ -112,6 +120,7 @@ def evaluate(
     inputs: InputsOpt = None,
     device: str = "auto",
     threads: int = 1,
+    config_hash: ConfigHashOpt = None,
 ) -> None:
     """Evaluate the model after TASK (or one of its stages) on every seen task (task-IL and class-IL)."""
     from .stages import evaluate as evaluate_stage
@@ -127,6 +136,7 @@ def evaluate(
         _device(device, threads),
         stage=stage,
         inputs=_named_paths(inputs),
+        config_hash=config_hash,
     )
 
 
@@ -137,11 +147,12 @@ def summarize(
     out_metrics: PathArg,
     out_matrix: PathArg,
     out_curves: PathArg,
+    config_hash: ConfigHashOpt = None,
 ) -> None:
     """Accuracy matrix, ACC, BWT, forgetting, learning accuracy and per-task curves of one run."""
     from .summary import summarize as summarize_stage
 
-    summarize_stage(config, evals, out_metrics, out_matrix, out_curves)
+    summarize_stage(config, evals, out_metrics, out_matrix, out_curves, config_hash)
 
 
 @app.command()

@@ -154,9 +154,13 @@ def _listify(value: Any) -> Any:
 HASH_KEY = "config_hash"
 
 
-def load_run_config(path: str | Path) -> RunConfig:
+REMAKE = "remove it and rerun snakemake, which writes it again from the workflow config"
+
+
+def load_run_config(path: str | Path, expected_hash: str | None = None) -> RunConfig:
     """Read a run's config.yaml, refusing one whose content no longer matches the hash the
-    workflow wrote into it (a hand edit would make the run disagree with the workflow config)."""
+    workflow wrote into it, or (`expected_hash`, given by the workflow) no longer matches what
+    the workflow config resolves to: a hand edit would make the run disagree with the config."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -169,7 +173,12 @@ def load_run_config(path: str | Path) -> RunConfig:
     if recorded != config_hash(data):
         raise ConfigError(
             f"{path}: edited by hand (its content does not match its {HASH_KEY}); change the workflow config"
-            " instead and rerun snakemake, which rewrites this file"
+            f" instead: {REMAKE}"
+        )
+    if expected_hash is not None and recorded != expected_hash:
+        raise ConfigError(
+            f"{path}: not what the workflow config resolves to (its {HASH_KEY} {recorded}, expected"
+            f" {expected_hash}; edited by hand?); {REMAKE}"
         )
     try:
         return RunConfig.from_dict(data)

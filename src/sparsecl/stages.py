@@ -121,11 +121,12 @@ def train(
     inputs: dict[str, Path] | None = None,
     out_eval: Path | None = None,
     eval_masks: list[Path] | tuple[Path, ...] = (),
+    config_hash: str | None = None,
 ) -> None:
     """Train one task (or stage); with `out_eval`, then evaluate the saved model in the same process
     (`eval_masks`: the masks files of tasks 0..task-1; this task's is the one just written)."""
     started = time.time()
-    run = load_run_config(run_config)
+    run = load_run_config(run_config, config_hash)
     scenario = load_run_scenario(scenario_path, run, task)
     if out_eval is not None:  # fail now, not after training
         check_eval_masks(task, [*eval_masks, out_masks])
@@ -188,7 +189,19 @@ def train(
         save_torch(out_model, state)
     if out_eval is not None:
         masks_paths = [*eval_masks, out_masks]
-        evaluate(run_config, data_dir, scenario_path, task, out_model, masks_paths, out_eval, device, stage, inputs)
+        evaluate(
+            run_config,
+            data_dir,
+            scenario_path,
+            task,
+            out_model,
+            masks_paths,
+            out_eval,
+            device,
+            stage,
+            inputs,
+            config_hash,
+        )
     Path(resume_path).unlink(missing_ok=True)  # only now: a failed evaluation resumes after training
 
 
@@ -211,9 +224,10 @@ def evaluate(
     device: torch.device,
     stage: str = "train",
     inputs: dict[str, Path] | None = None,
+    config_hash: str | None = None,
 ) -> None:
     started = time.time()
-    run = load_run_config(run_config)
+    run = load_run_config(run_config, config_hash)
     scenario = load_run_scenario(scenario_path, run, task)
     check_eval_masks(task, masks_paths)
     check_writable(out)

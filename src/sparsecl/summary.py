@@ -62,8 +62,15 @@ def load_eval(path: Path, run: RunConfig, task: int) -> pd.DataFrame:
     return frame
 
 
-def summarize(run_config: Path, eval_paths: list[Path], out_metrics: Path, out_matrix: Path, out_curves: Path) -> None:
-    run = load_run_config(run_config)
+def summarize(
+    run_config: Path,
+    eval_paths: list[Path],
+    out_metrics: Path,
+    out_matrix: Path,
+    out_curves: Path,
+    config_hash: str | None = None,
+) -> None:
+    run = load_run_config(run_config, config_hash)
     T, kind = run.scenario.num_tasks, run.scenario.kind
     if len(eval_paths) != T:
         raise DataError(f"--eval: {len(eval_paths)} evaluation files for {run.run_id}, expected {T} (one per task)")

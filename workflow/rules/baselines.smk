@@ -30,10 +30,11 @@ rule train_baseline:
         runtime=attempt_scaled(120),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         task_files=task_file_args,
     shell:
-        "sparsecl train --config {input.config} --scenario {input.scenario} --task {wildcards.task}"
+        "sparsecl train --config {input.config} --config-hash {params.config_hash} --scenario {input.scenario} --task {wildcards.task}"
         " {params.task_files} --out-model {output.model} --out-masks {output.masks}"
         " --out-log {output.train_log} --out-eval {output.evaluation}"
         " --device {params.device} --threads {threads} >> {log} 2>&1"

@@ -18,6 +18,7 @@ from sparsecl.launcher import SERVER_ENV  # noqa: E402
 from sparsecl.data import sources as data_sources  # noqa: E402
 from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
 from sparsecl.errors import ConfigError  # noqa: E402
+from sparsecl.io import config_hash  # noqa: E402
 from sparsecl.experiments import (  # noqa: E402
     check_config_files,
     load_schema,
@@ -189,6 +190,16 @@ def scenario_spec_json(wildcards):
 
 def run_config_json(wildcards):
     return json.dumps(run_of(wildcards).to_dict(), sort_keys=True)
+
+
+def config_file_hash(wildcards, input):
+    """The hash the run (or stage) config file a job reads must carry: what the workflow config
+    resolves to now. A file edited by hand, even with its own hash recomputed, is refused.
+    """
+    run = run_of(wildcards)
+    if Path(input.config).parent.name == "stage_configs":
+        run = MS.stage_run_config(run, Path(input.config).stem)
+    return config_hash(run.to_dict())
 
 
 def stage_inputs(wildcards):

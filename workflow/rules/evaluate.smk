@@ -23,7 +23,8 @@ rule summarize:
         runtime=attempt_scaled(10),
     params:
         code=SUMMARY_CODE,
+        config_hash=config_file_hash,
     shell:
-        "sparsecl summarize --config {input.config} $(printf -- '--eval %s ' {input.evals})"
+        "sparsecl summarize --config {input.config} --config-hash {params.config_hash} $(printf -- '--eval %s ' {input.evals})"
         " --out-metrics {output.metrics} --out-matrix {output.matrix} --out-curves {output.curves}"
         " > {log} 2>&1"

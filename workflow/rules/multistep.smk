@@ -72,6 +72,7 @@ rule multistep_train:
         runtime=attempt_scaled(240),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="train",
         prev=multistep_prev_args,
@@ -79,7 +80,7 @@ rule multistep_train:
         resume=multistep_resume("train"),
         data_dir=subpath(input.meta, parent=True),
     shell:
-        "sparsecl train --config {input.config} --data-dir {params.data_dir}"
+        "sparsecl train --config {input.config} --config-hash {params.config_hash} --data-dir {params.data_dir}"
         " --scenario {input.scenario} --task {wildcards.task} --stage {params.stage}"
         " {params.prev} {params.teachers}"
         " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
@@ -101,6 +102,7 @@ use rule multistep_train as multistep_sst with:
         f"{RESULTS}/benchmarks/multistep_sst/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}.tsv"
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="sst",
         prev=multistep_prev_args,
@@ -127,6 +129,7 @@ use rule multistep_train as multistep_aod with:
         task=r"[1-9]\d*",
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="aod",
         prev=multistep_prev_args,
@@ -153,6 +156,7 @@ use rule multistep_train as multistep_sst_msl with:
         task=r"[1-9]\d*",
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="sst_msl",
         prev=multistep_prev_args,
@@ -185,10 +189,11 @@ rule multistep_evaluate:
         runtime=attempt_scaled(30),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         data_dir=subpath(input.meta, parent=True),
     shell:
-        "sparsecl evaluate --config {input.config} --data-dir {params.data_dir}"
+        "sparsecl evaluate --config {input.config} --config-hash {params.config_hash} --data-dir {params.data_dir}"
         " --scenario {input.scenario} --task {wildcards.task} --stage {wildcards.stage}"
         " --model {input.model} $(printf -- '--masks %s ' {input.masks}) --out {output}"
         " --device {params.device} --threads {threads} > {log} 2>&1"

@@ -37,6 +37,7 @@ rule tickets_retrieve:
         runtime=attempt_scaled(60),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="retrieve",
         inputs=tickets_args,
@@ -66,6 +67,7 @@ use rule tickets_retrieve as tickets_train_dense with:
         runtime=attempt_scaled(480),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="train",
         inputs=tickets_args,
@@ -96,10 +98,11 @@ rule tickets_evaluate:
         runtime=attempt_scaled(30),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         data_dir=subpath(input.meta, parent=True),
     shell:
-        "sparsecl evaluate --config {input.config} --data-dir {params.data_dir}"
+        "sparsecl evaluate --config {input.config} --config-hash {params.config_hash} --data-dir {params.data_dir}"
         " --scenario {input.scenario} --task {wildcards.task} --stage {wildcards.stage}"
         " --model {input.model} $(printf -- '--masks %s ' {input.masks}) --out {output}"
         " --device {params.device} --threads {threads} > {log} 2>&1"

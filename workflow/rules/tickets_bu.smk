@@ -40,6 +40,7 @@ checkpoint tickets_bu_imp:
         runtime=attempt_scaled(240),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage=lambda wildcards: f"imp{wildcards.round}",
         inputs=tickets_args,
@@ -74,6 +75,7 @@ checkpoint tickets_bu_ticket:
         runtime=attempt_scaled(480),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="ticket",
         inputs=tickets_args,
@@ -108,6 +110,7 @@ checkpoint tickets_bu_regrow:
         runtime=attempt_scaled(240),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage=lambda wildcards: f"regrow{wildcards.round}",
         inputs=tickets_args,

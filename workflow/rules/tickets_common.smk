@@ -4,7 +4,7 @@
 TICKETS = ("tickets_cil", "tickets_td", "tickets_bu")
 TICKETS_FINAL = {}  # method -> function(run, task) -> the stage evaluated after task t
 TICKETS_SHELL = (
-    "sparsecl train --config {input.config} --data-dir {params.data_dir}"
+    "sparsecl train --config {input.config} --config-hash {params.config_hash} --data-dir {params.data_dir}"
     " --scenario {input.scenario} --task {wildcards.task} --stage {params.stage} {params.inputs}"
     " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
     " --resume {params.resume} --device {params.device} --threads {threads} >> {log} 2>&1"

@@ -35,6 +35,7 @@ rule tickets_td_train:
         runtime=attempt_scaled(480),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="train",
         inputs=tickets_args,
@@ -77,6 +78,7 @@ use rule tickets_td_train as tickets_td_prune with:
         runtime=attempt_scaled(240),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage=lambda wildcards: f"prune{wildcards.round}",
         inputs=tickets_args,
@@ -99,6 +101,7 @@ use rule tickets_td_train as tickets_td_final with:
         experiment=method_experiments("tickets_td"),
     params:
         code=train_code,
+        config_hash=config_file_hash,
         device=config["device"],
         stage="final",
         inputs=tickets_args,

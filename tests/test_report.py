@@ -11,6 +11,7 @@ from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
 from sparsecl.report import plots
 from sparsecl.report.build import papers_of
+from sparsecl.report.html import markdown_page
 from sparsecl.report.ledger import Results, ledger_rows, no_value_rows, verdict_lines
 from sparsecl.report.tables import aggregate, aggregate_curves, summary_markdown
 
@@ -98,6 +99,9 @@ def test_routing_diagnostics_leave_the_headline_for_a_table_of_their_own():
     assert "labelfree_expert_acc" in headline and "route_" not in headline.split("|", 1)[1]
     header = next(line for line in diagnostics.splitlines() if line.startswith("| experiment"))
     assert header == "| experiment | point | route_max_acc | route_max_expert_acc |"
+    assert "Why a label-free rule can beat the labelled one here: " in diagnostics
+    plain = summary_markdown(aggregate(metrics_rows()), results.curves.reset_index(), decimals=1)
+    assert "Why a label-free rule" not in plain
 
 
 def test_the_headline_shows_a_tickets_remaining_weights_after_every_task_as_a_percentage():
@@ -259,11 +263,49 @@ def test_ledger_plots_label_their_axes_and_draw_the_papers_values_above_ours(mon
 def test_matrix_heatmaps_number_tasks_and_data_steps_from_one(monkeypatch, tmp_path):
     drawn = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
-    plots.matrix_heatmaps({"cil": np.eye(3) * 50, "data": np.ones((3, 1)) * 50}, "t", tmp_path / "x.png")
-    cil, data = drawn[0].axes[:2]
+    plots.matrix_heatmaps({"til": np.eye(3) * 90, "cil": np.eye(3) * 50}, "t", tmp_path / "x.png")
+    til, cil = drawn[0].axes[:2]
     assert [t.get_text() for t in cil.get_yticklabels()] == ["1", "2", "3"]
     assert [t.get_text() for t in cil.get_xticklabels()] == ["1", "2", "3"]
-    assert data.get_ylabel() == "after data step i" and data.get_xlabel() == "top-1 on the whole test set"
+    assert til.get_ylabel() == "after training task i"
+
+
+def test_a_data_incremental_matrix_is_one_row_of_steps_not_a_squeezed_column(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    plots.matrix_heatmaps({"data": np.array([[40.0], [50.0], [60.0], [70.0]])}, "t", tmp_path / "x.png")
+    data = drawn[0].axes[0]
+    width, height = drawn[0].get_size_inches()
+    assert width > 2 * height
+    assert data.get_xlabel() == "after data step"
+    assert [t.get_text() for t in data.get_xticklabels()] == ["1", "2", "3", "4"]
+    assert [t.get_text() for t in data.texts] == ["40.0", "50.0", "60.0", "70.0"]
+
+
+def test_a_comparison_plot_draws_every_experiment_of_a_setting_on_one_axis_with_its_seed_band(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    stats = pd.DataFrame(
+        {"experiment": ["a", "a", "b", "b", "b", "b"], "point": ["p", "p", "x", "x", "y", "y"],
+         "after_task": [0, 1, 0, 1, 0, 1], "mean": [90.0, 80.0, 70.0, 60.0, 75.0, 65.0], "std": [1.0, 2.0, 0.5, 0.5, 1, 1]}
+    )  # fmt: skip
+    plots.comparison(stats, "cil", tmp_path / "x.png")
+    (ax,) = drawn[0].axes
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b/x", "b/y"]
+    assert list(ax.get_lines()[0].get_xdata()) == [1, 2]
+    assert len(ax.collections) == 3  # one ± std band per line
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("after task", "average accuracy on seen tasks (%)")
+    plots.comparison(stats, "data", tmp_path / "y.png")
+    (ax,) = drawn[1].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("after data step", "top-1 on the whole test set (%)")
+
+
+def test_a_report_page_renders_its_tables_and_shows_raw_html_in_the_text_as_text():
+    page = markdown_page("Results", "# Results\n\n- **P**: 1 check\n\n| a | b |\n|---|---|\n| <b>x</b> | 2 |\n")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<table>" in page and "<th>a</th>" in page and "<td>2</td>" in page
+    assert "<strong>P</strong>" in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
 
 
 def test_a_data_incremental_curve_is_labelled_in_steps_and_whole_test_set_accuracy(monkeypatch, tmp_path):
@@ -361,7 +403,15 @@ def report_call(paths, tmp_path, ledger='{"entries": []}'):
 def test_a_report_of_good_files_writes_every_table(one_experiment, tmp_path):
     report_call(one_experiment, tmp_path)
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
-        ["summary.parquet", "summary.csv", "summary.md", "reproduction.csv", "reproduction.md"]
+        [
+            "summary.parquet",
+            "summary.csv",
+            "summary.md",
+            "summary.html",
+            "reproduction.csv",
+            "reproduction.md",
+            "reproduction.html",
+        ]  # fmt: skip
     )
 
 

@@ -50,6 +50,12 @@ def test_the_run_writes_tables_plots_and_per_task_files(finished_run):
         for name in ("model.pt", "masks.pt", "train_log.parquet", "eval.parquet"):
             assert (run / f"task{t}" / name).exists()
     assert "no published value" in (tables / "reproduction.md").read_text()
+    # The report's pages: rendered tables, the summary opening with the ledger's verdicts.
+    summary, ledger = (tables / "summary.html").read_text(), (tables / "reproduction.html").read_text()
+    assert "<table>" in summary and "<table>" in ledger
+    assert summary.index("verdict per paper") < summary.index("Headline")
+    for setting in ("til", "cil"):
+        assert (finished_run / f"results/plots/comparison/{setting}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_accuracies_are_above_chance_and_finetune_forgets(finished_run):

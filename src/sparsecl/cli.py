@@ -19,7 +19,24 @@ from .errors import SparseclError
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, help=__doc__)
 app.add_typer(data_app, name="data")
 
-PathArg = Annotated[Path, typer.Option()]
+
+def _path(help_text: str):
+    return Annotated[Path, typer.Option(help=help_text)]
+
+
+def _example(*lines: str) -> str:
+    """An epilog showing the command as the workflow runs it (\b keeps click from rewrapping it)."""
+    return "Example (as the workflow runs it):\n\n\b\n" + " \\\n".join(
+        ["  " + lines[0], *("    " + x for x in lines[1:])]
+    )
+
+
+DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU if there is one), cpu, cuda or cuda:N")]
+ThreadsOpt = Annotated[int, typer.Option(help="CPU threads torch may use")]
+ConfigOpt = _path("the run's resolved config.yaml (written by run-config)")
+DataDirOpt = _path("the prepared dataset's directory (resources/data/<dataset>)")
+ScenarioOpt = _path("the task split of the dataset (resources/scenarios/<dataset>/<id>.json)")
+TaskOpt = Annotated[int, typer.Option(help="the task (or data step) to train or evaluate, counted from 0")]
 StageOpt = Annotated[str, typer.Option(help="the method's stage this job runs (single-stage methods: train)")]
 ConfigHashOpt = Annotated[
     str | None,
@@ -51,9 +68,15 @@ def _device(requested: str, threads: int):
     return select_device(requested)
 
 
-@app.command("run-config")
+@app.command(
+    "run-config",
+    epilog=_example(
+        'sparsecl run-config --json \'{"experiment": "finetune", ...}\' --out results/runs/finetune/default/seed0/config.yaml'
+    ),
+)
 def run_config(
-    json_config: Annotated[str, typer.Option("--json", help="resolved run config as JSON")], out: PathArg
+    json_config: Annotated[str, typer.Option("--json", help="resolved run config as JSON")],
+    out: _path("the run's config.yaml to write"),
 ) -> None:
     """Write one run's fully resolved configuration."""
     from .config import write_run_config
@@ -61,26 +84,36 @@ def run_config(
     write_run_config(json_config, out)
 
 
-@app.command()
+@app.command(
+    epilog=_example(
+        "sparsecl train --config results/runs/finetune/default/seed0/config.yaml --config-hash <hash of its settings>",
+        "--scenario resources/scenarios/digits/<id>.json",
+        "--task 1 --data-dir resources/data/digits --resume results/resume/finetune/default/seed0/task1.pt",
+        "--prev-model results/runs/finetune/default/seed0/task0/model.pt --prev-masks results/runs/finetune/default/seed0/task0/masks.pt",
+        "--eval-masks results/runs/finetune/default/seed0/task0/masks.pt --out-model results/runs/finetune/default/seed0/task1/model.pt",
+        "--out-masks results/runs/finetune/default/seed0/task1/masks.pt --out-log results/runs/finetune/default/seed0/task1/train_log.parquet",
+        "--out-eval results/runs/finetune/default/seed0/task1/eval.parquet --device auto --threads 1",
+    )
+)
 def train(
-    config: PathArg,
-    data_dir: PathArg,
-    scenario: PathArg,
-    task: Annotated[int, typer.Option()],
-    out_model: PathArg,
-    out_masks: PathArg,
-    out_log: PathArg,
-    resume: PathArg,
-    prev_model: Annotated[Path | None, typer.Option()] = None,
-    prev_masks: Annotated[Path | None, typer.Option()] = None,
+    config: ConfigOpt,
+    data_dir: DataDirOpt,
+    scenario: ScenarioOpt,
+    task: TaskOpt,
+    out_model: _path("the trained model (torch state) to write"),
+    out_masks: _path("the task's masks to write (which weights the task owns or uses)"),
+    out_log: _path("the training log (parquet, one row per epoch) to write"),
+    resume: _path("epoch-level resume state: read if present, written while training, removed at the end"),
+    prev_model: Annotated[Path | None, typer.Option(help="the previous task's (or stage's) model")] = None,
+    prev_masks: Annotated[Path | None, typer.Option(help="the previous task's (or stage's) masks")] = None,
     stage: StageOpt = "train",
     inputs: InputsOpt = None,
     out_eval: Annotated[Path | None, typer.Option(help="evaluate the trained model into this file")] = None,
     eval_masks: Annotated[
         list[Path] | None, typer.Option(help="with --out-eval: masks file of every earlier task, in order")
     ] = None,
-    device: str = "auto",
-    threads: int = 1,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 1,
     config_hash: ConfigHashOpt = None,
 ) -> None:
     """Train one task (or one stage of it), starting from the previous stage's model and masks;
@@ -107,19 +140,28 @@ def train(
     )
 
 
-@app.command()
+@app.command(
+    epilog=_example(
+        "sparsecl evaluate --config results/runs/multistep/default/seed0/config.yaml --config-hash <hash of its settings>",
+        "--data-dir resources/data/digits --scenario resources/scenarios/digits/<id>.json --task 1 --stage sst_msl",
+        "--model results/runs/multistep/default/seed0/task1/sst_msl/model.pt",
+        "--masks results/runs/multistep/default/seed0/task0/train/masks.pt",
+        "--masks results/runs/multistep/default/seed0/task1/sst_msl/masks.pt",
+        "--out results/runs/multistep/default/seed0/task1/sst_msl/eval.parquet --device auto --threads 1",
+    )
+)
 def evaluate(
-    config: PathArg,
-    data_dir: PathArg,
-    scenario: PathArg,
-    task: Annotated[int, typer.Option()],
-    model: PathArg,
+    config: ConfigOpt,
+    data_dir: DataDirOpt,
+    scenario: ScenarioOpt,
+    task: TaskOpt,
+    model: _path("the model to evaluate"),
     masks: Annotated[list[Path], typer.Option(help="masks file of every task 0..TASK, in order")],
-    out: PathArg,
+    out: _path("the evaluation (parquet: accuracy on every seen task, task-IL and class-IL) to write"),
     stage: StageOpt = "train",
     inputs: InputsOpt = None,
-    device: str = "auto",
-    threads: int = 1,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 1,
     config_hash: ConfigHashOpt = None,
 ) -> None:
     """Evaluate the model after TASK (or one of its stages) on every seen task (task-IL and class-IL)."""
@@ -140,13 +182,20 @@ def evaluate(
     )
 
 
-@app.command()
+@app.command(
+    epilog=_example(
+        "sparsecl summarize --config results/runs/finetune/default/seed0/config.yaml --config-hash <hash of its settings>",
+        "--eval results/runs/finetune/default/seed0/task0/eval.parquet --eval results/runs/finetune/default/seed0/task1/eval.parquet ...",
+        "--out-metrics results/runs/finetune/default/seed0/metrics.parquet --out-matrix results/runs/finetune/default/seed0/accuracy_matrix.csv",
+        "--out-curves results/runs/finetune/default/seed0/curves.parquet",
+    )
+)
 def summarize(
-    config: PathArg,
+    config: ConfigOpt,
     evals: Annotated[list[Path], typer.Option("--eval", help="eval file of every task, in order")],
-    out_metrics: PathArg,
-    out_matrix: PathArg,
-    out_curves: PathArg,
+    out_metrics: _path("the run's final metrics (parquet: ACC, BWT, forgetting, LA per setting) to write"),
+    out_matrix: _path("the accuracy matrix R[i, j] (CSV, one block per setting) to write"),
+    out_curves: _path("the per-task curves (parquet: accuracy and method columns after each task) to write"),
     config_hash: ConfigHashOpt = None,
 ) -> None:
     """Accuracy matrix, ACC, BWT, forgetting, learning accuracy and per-task curves of one run."""
@@ -155,14 +204,22 @@ def summarize(
     summarize_stage(config, evals, out_metrics, out_matrix, out_curves, config_hash)
 
 
-@app.command()
+@app.command(
+    epilog=_example(
+        "sparsecl report --metrics results/runs/finetune/default/seed0/metrics.parquet ...",
+        "--matrix results/runs/finetune/default/seed0/accuracy_matrix.csv ...",
+        "--curves results/runs/finetune/default/seed0/curves.parquet ...",
+        '--ledger \'{"entries": [...], "papers": {...}}\' --tables-dir results/tables',
+        "--plots-dir results/plots --decimals 1 --tolerance 2.0",
+    )
+)
 def report(
     metrics: Annotated[list[Path], typer.Option("--metrics", help="metrics file of every run")],
     matrices: Annotated[list[Path], typer.Option("--matrix", help="accuracy matrix of every run, same order")],
     curves: Annotated[list[Path], typer.Option("--curves", help="per-task curves of every run, same order")],
     ledger: Annotated[str, typer.Option(help="JSON: the reference values and papers' notes of the ledger")],
-    tables_dir: PathArg,
-    plots_dir: PathArg,
+    tables_dir: _path("where summary.{md,html,csv,parquet} and reproduction.{md,html,csv} go"),
+    plots_dir: _path("where the comparison, per-experiment and ledger plots go"),
     decimals: Annotated[int, typer.Option(min=0, max=4, help="decimal places of accuracies in the tables")] = 1,
     tolerance: Annotated[float, typer.Option(min=0, help="ledger tolerance, in accuracy points")] = 2.0,
 ) -> None:
@@ -172,7 +229,7 @@ def report(
     build_report(metrics, matrices, curves, ledger, tables_dir, plots_dir, decimals=decimals, tolerance=tolerance)
 
 
-@app.command()
+@app.command(epilog=_example("sparsecl serve --socket .snakemake/sparsecl-stages.sock --idle 600"))
 def serve(
     socket_path: Annotated[Path, typer.Option("--socket", help="Unix socket to listen on")],
     idle: Annotated[float, typer.Option(help="seconds without a request before the server exits")] = 600.0,

@@ -304,12 +304,20 @@ def experiment_points():
     return sorted({(p.run.experiment, p.run.point) for p in PLANNED})
 
 
+def report_settings():
+    """The settings this config's runs are scored in (til, cil, data): one comparison plot each."""
+    from sparsecl.summary import settings_of
+
+    return sorted({s for p in PLANNED for s in settings_of(p.run.scenario.kind)})
+
+
 def report_outputs():
-    tables = [f"{RESULTS}/tables/summary.{ext}" for ext in ("md", "csv", "parquet")] + [
-        f"{RESULTS}/tables/reproduction.{ext}" for ext in ("md", "csv")
-    ]
+    tables = [
+        f"{RESULTS}/tables/summary.{ext}" for ext in ("md", "html", "csv", "parquet")
+    ] + [f"{RESULTS}/tables/reproduction.{ext}" for ext in ("md", "html", "csv")]
     plots = (
-        [
+        [f"{RESULTS}/plots/comparison/{setting}.png" for setting in report_settings()]
+        + [
             f"{RESULTS}/plots/{experiment}/{point}/accuracy_matrix.png"
             for experiment, point in experiment_points()
         ]

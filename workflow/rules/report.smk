@@ -11,26 +11,30 @@ rule report:
         matrices=all_matrices(),
         curves=all_curves(),
     output:
-        summary_md=report(
-            f"{RESULTS}/tables/summary.md",
+        summary_md=f"{RESULTS}/tables/summary.md",
+        summary_html=report(
+            f"{RESULTS}/tables/summary.html",
             caption="../report/summary.rst",
-            category="Tables",
+            category="1. Tables",
+            labels={"table": "summary: every method's numbers"},
         ),
         summary_csv=f"{RESULTS}/tables/summary.csv",
         summary_parquet=f"{RESULTS}/tables/summary.parquet",
-        ledger=report(
-            f"{RESULTS}/tables/reproduction.md",
+        ledger=f"{RESULTS}/tables/reproduction.md",
+        ledger_html=report(
+            f"{RESULTS}/tables/reproduction.html",
             caption="../report/reproduction.rst",
-            category="Tables",
+            category="1. Tables",
+            labels={"table": "reproduction ledger: ours beside the papers"},
         ),
         ledger_csv=f"{RESULTS}/tables/reproduction.csv",
-        matrix_plots=report(
+        comparison_plots=report(
             expand(
-                f"{RESULTS}/plots/{{ep[0]}}/{{ep[1]}}/accuracy_matrix.png",
-                ep=experiment_points(),
+                f"{RESULTS}/plots/comparison/{{setting}}.png",
+                setting=report_settings(),
             ),
-            caption="../report/accuracy_matrix.rst",
-            category="Accuracy matrices",
+            caption="../report/comparison.rst",
+            category="2. Comparison per setting",
         ),
         curve_plots=report(
             expand(
@@ -38,7 +42,15 @@ rule report:
                 experiment=sorted({e for e, _ in experiment_points()}),
             ),
             caption="../report/accuracy_curve.rst",
-            category="Accuracy curves",
+            category="3. Accuracy curves",
+        ),
+        matrix_plots=report(
+            expand(
+                f"{RESULTS}/plots/{{ep[0]}}/{{ep[1]}}/accuracy_matrix.png",
+                ep=experiment_points(),
+            ),
+            caption="../report/accuracy_matrix.rst",
+            category="4. Accuracy matrices",
         ),
         ledger_plots=report(
             expand(
@@ -46,7 +58,7 @@ rule report:
                 paper=[paper_slug(p) for p in curve_papers()],
             ),
             caption="../report/ledger_curve.rst",
-            category="Reproduction ledger",
+            category="5. Reproduction ledger plots",
         ),
     log:
         f"{RESULTS}/logs/report/report.log",

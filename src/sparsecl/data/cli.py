@@ -9,8 +9,19 @@ from typing import Annotated
 import typer
 
 data_app = typer.Typer(rich_markup_mode=None, help="Download, prepare and split datasets.")
-PathArg = Annotated[Path, typer.Option()]
 MANUAL_DIR = Path("resources/manual")
+
+
+def _path(help_text: str):
+    return Annotated[Path, typer.Option(help=help_text)]
+
+
+def _example(line: str) -> str:
+    """An epilog showing the command as the workflow runs it (\b keeps click from rewrapping it)."""
+    return f"Example (as the workflow runs it):\n\n\b\n  {line}"
+
+
+ManualDirOpt = _path("where files fetched by hand are put (see `sparsecl data manual`)")
 
 
 def _json_mapping(option: str, text: str, what: str) -> dict:
@@ -26,14 +37,18 @@ def _json_mapping(option: str, text: str, what: str) -> dict:
     return value
 
 
-@data_app.command("download")
+@data_app.command(
+    "download",
+    epilog=_example("sparsecl data download cifar100 --file cifar-100-python.tar.gz"
+                    " --out resources/raw/cifar100/cifar-100-python.tar.gz --sources '{}'"),
+)  # fmt: skip
 def data_download(
-    source: str,
+    source: Annotated[str, typer.Argument(help="a dataset (e.g. cifar100) or tiny_images")],
     file: Annotated[str, typer.Option(help="name of the raw file")],
-    out: PathArg,
+    out: _path("where the verified raw file goes"),
     sources: Annotated[str, typer.Option(help="the config's data.sources overrides, as JSON")] = "{}",
-    manual_dir: PathArg = MANUAL_DIR,
-    retries: int = 5,
+    manual_dir: ManualDirOpt = MANUAL_DIR,
+    retries: Annotated[int, typer.Option(help="attempts before giving up on a failing download")] = 5,
 ) -> None:
     """Fetch one raw file of SOURCE (a dataset or `tiny_images`), verify its checksum, resume partial downloads."""
     from .sources import fetch_raw
@@ -43,8 +58,8 @@ def data_download(
     )
 
 
-@data_app.command("manual")
-def data_manual(manual_dir: PathArg = MANUAL_DIR) -> None:
+@data_app.command("manual", epilog="Example:\n\n\b\n  sparsecl data manual --manual-dir resources/manual")
+def data_manual(manual_dir: ManualDirOpt = MANUAL_DIR) -> None:
     """List the files that must be fetched by hand: where to get them, where to put them, whether they are there."""
     from .registry import ManualFile
     from .sources import raw_files, source_names
@@ -57,11 +72,16 @@ def data_manual(manual_dir: PathArg = MANUAL_DIR) -> None:
                 typer.echo(f"{source}: {path} [{state}]: {file.instructions}")
 
 
-@data_app.command("prepare")
+@data_app.command(
+    "prepare",
+    epilog=_example(
+        "sparsecl data prepare digits --raw-dir resources/raw/digits --out-dir resources/data/digits --seed 0"
+    ),
+)
 def data_prepare(
-    dataset: str,
-    raw_dir: PathArg,
-    out_dir: PathArg,
+    dataset: Annotated[str, typer.Argument(help="the dataset to prepare (e.g. digits, cifar100)")],
+    raw_dir: _path("the dataset's downloaded raw files"),
+    out_dir: _path("where the prepared dataset goes"),
     seed: Annotated[int, typer.Option(min=0, help="seed of the dataset's own random choices (>= 0)")] = 0,
 ) -> None:
     """Turn the raw files of DATASET into the uint8 format (train/test images, labels, meta.json)."""
@@ -70,10 +90,15 @@ def data_prepare(
     get_dataset(dataset).prepare(raw_dir, out_dir, seed)
 
 
-@data_app.command("unlabeled")
+@data_app.command(
+    "unlabeled",
+    epilog=_example(
+        "sparsecl data unlabeled cifar10 --source resources/data/cifar10 --out-dir resources/data/unlabeled/cifar10"
+    ),
+)
 def data_unlabeled(
-    pool: str,
-    out_dir: PathArg,
+    pool: Annotated[str, typer.Argument(help="tiny_images, cifar10, cifar100 or none")],
+    out_dir: _path("where pool.npy and meta.json go"),
     source: Annotated[Path | None, typer.Option(help="Tiny Images pickle, or prepared CIFAR directory")] = None,
 ) -> None:
     """Prepare the unlabeled image pool POOL (tiny_images, cifar10, cifar100 or none)."""
@@ -82,9 +107,18 @@ def data_unlabeled(
     prepare_pool(pool, source, out_dir)
 
 
-@data_app.command("scenario")
+@data_app.command(
+    "scenario",
+    epilog=_example(
+        "sparsecl data scenario digits --data-dir resources/data/digits"
+        """ --spec '{"kind": "class", "num_tasks": 5, ...}' --out resources/scenarios/digits/<id>.json"""
+    ),
+)
 def data_scenario(
-    dataset: str, data_dir: PathArg, spec: Annotated[str, typer.Option(help="scenario spec as JSON")], out: PathArg
+    dataset: Annotated[str, typer.Argument(help="the prepared dataset to split")],
+    data_dir: _path("the prepared dataset's directory"),
+    spec: Annotated[str, typer.Option(help="scenario spec as JSON")],
+    out: _path("the task split (JSON) to write"),
 ) -> None:
     """Write the task split (class order, holdout, chunks, exemplars) of DATASET."""
     from dataclasses import fields
@@ -99,13 +133,13 @@ def data_scenario(
     make_scenario(dataset, data_dir, spec, out)
 
 
-@data_app.command("synth")
+@data_app.command("synth", epilog=_example("sparsecl data synth cifar100 --out resources/synth/cifar100"))
 def data_synth(
-    source: str,
-    out: PathArg,
-    train_per_class: int = 2,
-    test_per_class: int = 1,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    source: Annotated[str, typer.Argument(help="the dataset (or tiny_images) whose raw format to imitate")],
+    out: _path("where the synthetic raw files go"),
+    train_per_class: Annotated[int, typer.Option(help="training images per class")] = 2,
+    test_per_class: Annotated[int, typer.Option(help="test images per class")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the synthetic images (>= 0)")] = 0,
 ) -> None:
     """Write a small learnable SOURCE in its real raw format into OUT; print each file's sha256."""
     from .synth import SynthSize, synth

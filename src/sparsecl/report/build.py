@@ -12,8 +12,9 @@ from ..errors import DataError
 from ..experiments import PAPERS, paper_slug
 from ..io import all_or_none, check_writable, provenance, write_parquet, write_text
 from ..roots import NOTICE, REHEARSAL
+from .html import markdown_page
 from .ledger import Results, ledger_rows, no_value_rows, verdict_lines
-from .plots import accuracy_curves, ledger_curves, matrix_heatmaps
+from .plots import accuracy_curves, comparison, ledger_curves, matrix_heatmaps
 from .tables import aggregate, aggregate_curves, markdown_table, summary_markdown
 
 LEDGER_COLUMNS = [
@@ -50,7 +51,10 @@ def build_report(
         _write(metrics, curves, matrix_paths, agg, agg_curves, ledger, tables_dir, plots_dir, decimals, tolerance)
 
 
-TABLES = ("summary.parquet", "summary.csv", "summary.md", "reproduction.csv", "reproduction.md")
+TABLES = (
+    "summary.parquet", "summary.csv", "summary.md", "summary.html", "reproduction.csv", "reproduction.md",
+    "reproduction.html",
+)  # fmt: skip
 
 
 def _ledger_spec(ledger_json: str) -> dict:
@@ -82,14 +86,21 @@ def _write(metrics, curves, matrix_paths, agg, agg_curves, ledger, tables_dir, p
     write_parquet(tables_dir / "summary.parquet", agg, prov)
     write_text(tables_dir / "summary.csv", agg.to_csv(index=False, float_format="%.4f"))
     notice = f"> **{NOTICE}**\n\n" if rehearsal else ""
-    write_text(tables_dir / "summary.md", notice + summary_markdown(agg, agg_curves, decimals))
+    summary = notice + summary_markdown(agg, agg_curves, decimals)
+    write_text(tables_dir / "summary.md", summary)
 
     entries, notes = ledger["entries"], ledger.get("papers", {})
     results = Results(agg, agg_curves)
     rows = ledger_rows(entries, results, tolerance, decimals) + no_value_rows(agg, entries, papers_of(agg, entries))
     table = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
     write_text(tables_dir / "reproduction.csv", (f"# {NOTICE}\n" if rehearsal else "") + table.to_csv(index=False))
-    write_text(tables_dir / "reproduction.md", notice + _ledger_markdown(table, rows, notes, tolerance))
+    ledger_md = notice + _ledger_markdown(table, rows, notes, tolerance)
+    write_text(tables_dir / "reproduction.md", ledger_md)
+    # The report's pages: the summary opens with the ledger's verdict lines, the headline at a glance.
+    verdicts = "\n".join(["## Reproduction ledger: verdict per paper", "", *verdict_lines(rows, notes), ""])
+    first, _, rest = summary.partition("\n## ")
+    write_text(tables_dir / "summary.html", markdown_page("Results", f"{first}\n{verdicts}\n## {rest}", numbers=True))
+    write_text(tables_dir / "reproduction.html", markdown_page("Reproduction ledger", ledger_md))
 
     _plots(metrics, curves, matrix_paths, plots_dir)
     for paper in sorted({e["paper"] for e in entries if "curve" in e}):
@@ -157,6 +168,9 @@ def _plots(metrics: pd.DataFrame, curves: pd.DataFrame, matrix_paths: list[Path]
             plots_dir / experiment / point / "accuracy_matrix.png",
         )
     acc = curves[curves["metric"] == "acc"]
+    stats = acc.groupby(["experiment", "point", "setting", "after_task"])["value"].agg(["mean", "std"]).reset_index()
+    for setting, group in stats.groupby("setting", sort=True):
+        comparison(group, setting, plots_dir / "comparison" / f"{setting}.png")
     for experiment, group in acc.groupby("experiment", sort=True):
         stats = group.groupby(["point", "setting", "after_task"])["value"].agg(["mean", "std"]).reset_index()
         accuracy_curves(stats, f"{experiment}: accuracy on seen tasks", plots_dir / experiment / "accuracy_curve.png")

@@ -215,7 +215,7 @@ def no_value_rows(agg: pd.DataFrame, entries: list[dict], papers_of: dict[str, s
                 "kind": "—",
                 "source": "—",
                 "paper value": "—",
-                "ours": "see summary.md",
+                "ours": "see the summary",
                 "delta": "—",
                 "verdict": "no published value",
             }

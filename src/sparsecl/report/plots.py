@@ -23,10 +23,14 @@ def _save(fig, path: Path) -> None:
 
 
 def matrix_heatmaps(matrices: dict[str, np.ndarray], title: str, path: Path) -> None:
-    """One heatmap per setting (task-IL, class-IL): R[i, j], mean over seeds."""
+    """One heatmap per setting (task-IL, class-IL): R[i, j], mean over seeds. A data-incremental
+    run has one column (the whole test set): it is drawn as one row, step by step."""
+    if set(matrices) == {"data"}:
+        _step_row(matrices["data"][:, 0], title, path)
+        return
     fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 3.8), squeeze=False, layout="constrained")
     for ax, (setting, R) in zip(axes[0], matrices.items()):
-        T, columns = R.shape  # a data-incremental run has one column: the whole test set
+        T, columns = R.shape
         image = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
         for i in range(T):
             for j in range(columns):
@@ -48,6 +52,47 @@ def matrix_heatmaps(matrices: dict[str, np.ndarray], title: str, path: Path) -> 
         ax.set_yticks(range(T), [str(i + 1) for i in range(T)])
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.046, label="accuracy (%)")
     fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def _step_row(accuracy: np.ndarray, title: str, path: Path) -> None:
+    steps = len(accuracy)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * steps + 1.5), 2.2), layout="constrained")
+    image = ax.imshow(accuracy[None, :], vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    for j, value in enumerate(accuracy):
+        if not np.isnan(value) and steps <= 20:
+            ax.text(
+                j, 0, f"{value:.1f}", ha="center", va="center", fontsize=8, color="white" if value < 60 else "black"
+            )
+    ax.set_xticks(range(steps), [str(j + 1) for j in range(steps)])
+    ax.set_yticks([0], ["whole\ntest set"])
+    ax.set_xlabel("after data step")
+    ax.set_title(SETTING_LABELS["data"] + ": top-1 on the whole test set", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="accuracy (%)")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def comparison(curves: pd.DataFrame, setting: str, path: Path) -> None:
+    """Every experiment of one setting on one axis: accuracy after each task (or data step), mean
+    over seeds with the seed spread (± std) as a band."""
+    data = setting == "data"
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
+    lines = curves.groupby(["experiment", "point"], sort=True)
+    single_point = curves.groupby("experiment")["point"].nunique().to_dict()
+    for (experiment, point), group in lines:
+        group = group.sort_values("after_task")
+        x, mean, std = group["after_task"].to_numpy() + 1, group["mean"].to_numpy(), group["std"].fillna(0).to_numpy()
+        label = experiment if single_point[experiment] == 1 else f"{experiment}/{point}"
+        (line,) = ax.plot(x, mean, marker="o", ms=3, label=label)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xlabel("after data step" if data else "after task")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("top-1 on the whole test set (%)" if data else "average accuracy on seen tasks (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncols=1 if lines.ngroups <= 16 else 2)
+    ax.set_title(f"{SETTING_LABELS.get(setting, setting)}: every method, mean ± std over seeds (band)", fontsize=9)
     _save(fig, path)
 
 

@@ -19,6 +19,13 @@ HEADLINE = {"dst": "til"}
 PER_TASK = {"remaining_weights": "remaining % after task"}
 # Method columns that are diagnostics (every FOCIL routing rule), shown in a table of their own.
 DIAGNOSTIC = "route_"
+WHY_LABEL_FREE = (
+    "Why a label-free rule can beat the labelled one here: the labelled rule picks one expert per task"
+    " from its accuracy on a single small labelled batch (`selection_batch` images; a tie goes to the"
+    " earliest expert), so one unlucky pick costs the whole task, while a label-free rule picks again for"
+    " every group of images, and on small, well-separated tasks an expert's confidence on its own"
+    " classes finds the right expert almost every time."
+)
 
 
 def headline_setting(method: str, settings: set[str]) -> str:
@@ -142,6 +149,8 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
                 "",
                 "Each rule's accuracy and its share of test groups sent to the right expert (`route_<rule>_acc`,"
                 " `route_<rule>_expert_acc`; `_val_` on validation images); the headline shows the rule in use.",
+                "",
+                WHY_LABEL_FREE,
                 "",
                 markdown_table(rows[["experiment", "point", *diagnostics]].fillna("—")),
                 "",

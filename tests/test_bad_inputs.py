@@ -405,6 +405,22 @@ def failing(function: str, errno_: int, name: str) -> Callable[[], None]:
     return patch
 
 
+def short_npy_write(name: str) -> Callable[[], None]:
+    """numpy writes arrays with C stdio: a full disk there is an OSError without errno."""
+
+    def patch() -> None:
+        real_save = np.save
+
+        def save(file, array, *args, **kwargs):
+            if Path(getattr(file, "name", "")).name.startswith(f".{name}."):
+                raise OSError("1347 requested and 496 written")
+            return real_save(file, array, *args, **kwargs)
+
+        np.save = save
+
+    return patch
+
+
 def with_patch(call: Call, patch: Callable[[], None]) -> Call:
     call.patch = patch
     return call
@@ -573,6 +589,11 @@ CLI_CASES = [
          "class-t2k2-natural-s0.json: its class order, tasks or index arrays do not match the digest it was written with"),
     Case("a scenario with another split's index arrays", lambda w, t: evaluate(w, t, scenario=scenario_copy(w, t, npz=other_split_npz(w, t))),
          "class-t2k2-natural-s0.json: its class order, tasks or index arrays do not match"),
+    Case("a scenario spec with a task count in quotes", lambda w, t: make_scenario_call(w, t, spec_of(num_tasks="2")),
+         "--spec.num_tasks: expected an integer, got '2'"),
+    Case("report --decimals -1", lambda w, t: usage("report", "--metrics", "m", "--matrix", "x", "--curves", "c", "--ledger", "{}",
+                                                   "--tables-dir", str(t), "--plots-dir", str(t), "--decimals", "-1"),
+         "Invalid value for '--decimals'", 2),
     Case("scenario id not matching its file name", lambda w, t: make_scenario_call(w, t, SPEC, "class-t5k2-natural-s0.json"),
          "class-t5k2-natural-s0.json: file name does not match the scenario id 'class-t2k2-natural-s0'"),
     Case("scenario spec not JSON", lambda w, t: make_scenario_call(w, t, "{num_tasks: 2}"), "--spec: expected a scenario spec as JSON"),
@@ -673,6 +694,8 @@ CLI_CASES = [
          "task0/model.pt: cannot write: no space left on device"),
     Case("read-only file system", lambda w, t: with_patch(evaluate(w, t), failing("replace", errno.EROFS, "eval.parquet")),
          "eval.parquet: cannot write: read-only file system"),
+    Case("disk full under numpy's own writer", lambda w, t: with_patch(prepare("digits", t / "raw", t), short_npy_write("images.npy")),
+         "prepared/train/images.npy: cannot write: only part of it was written (1347 requested and 496 written); no space left on device?"),
     Case("disk full on meta.json", lambda w, t: with_patch(prepare("digits", t / "raw", t), failing("replace", errno.ENOSPC, "meta.json")),
          "prepared/meta.json: cannot write: no space left on device"),
     # raw data: downloads and preparation

@@ -78,9 +78,9 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = dict(data)
         try:
-            data["scenario"] = _build(ScenarioSpec, data.get("scenario", {}), "scenario")
-            data["train"] = _build(TrainConfig, data.get("train", {}), "train")
-            run = _build(cls, data, "run")
+            data["scenario"] = build_typed(ScenarioSpec, data.get("scenario", {}), "scenario")
+            data["train"] = build_typed(TrainConfig, data.get("train", {}), "train")
+            run = build_typed(cls, data, "run")
         except TypeError as err:
             raise ConfigError(f"run config: {err}") from None
         if run.protocol not in PROTOCOLS:
@@ -88,7 +88,9 @@ class RunConfig:
         return run
 
 
-def _build(cls: type, data: dict[str, Any], where: str):
+def build_typed(cls: type, data: dict[str, Any], where: str):
+    """`cls(**data)` with every key known and every value of its declared simple type, else one
+    ConfigError line naming `where.key` (a bare dataclass call would take "2" for an int)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     known = {f.name for f in fields(cls)}
@@ -144,7 +146,7 @@ def _fits(value: Any, hint: Any) -> bool:
 def method_args(cls: type, run: RunConfig):
     """The run's `method_args` as the method's typed dataclass (lists become tuples)."""
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in run.method_args.items()}
-    return _build(cls, args, "method_args")
+    return build_typed(cls, args, "method_args")
 
 
 def _listify(value: Any) -> Any:

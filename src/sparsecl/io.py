@@ -79,6 +79,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as err:
+        if err.errno is None and "requested and" in str(err):  # numpy's C writer: a short write, no errno
+            raise DataError(
+                f"{path}: cannot write: only part of it was written ({err}); no space left on device?"
+            ) from None
         if err.errno not in WRITE_ERRORS:
             raise
         raise DataError(f"{path}: cannot write: {WRITE_ERRORS[err.errno]}") from None

@@ -282,9 +282,10 @@ def load_scenario(json_path: str | Path) -> Scenario:
 
 def make_scenario(dataset: str, data_dir: str | Path, spec_json: str, out: str | Path) -> None:
     """The `scenario` stage: build the split from the prepared training labels and write it."""
+    from .config import build_typed
     from .data.store import check_classes_present, load_meta, load_split
 
-    spec = ScenarioSpec(**json.loads(spec_json))
+    spec = build_typed(ScenarioSpec, json.loads(spec_json), "--spec")
     meta = load_meta(data_dir)
     check_classes_present(data_dir, meta, scenario_classes(spec, meta["num_classes"])[0])
     labels = load_split(data_dir, "train", meta=meta).labels

@@ -400,6 +400,17 @@ def report_call(paths, tmp_path, ledger='{"entries": []}'):
     build_report(paths["metrics"], paths["matrix"], paths["curves"], ledger, tmp_path / "tables", tmp_path / "plots")
 
 
+def test_a_report_keeps_only_its_own_plots_in_the_plots_folder(one_experiment, tmp_path):
+    stale = [tmp_path / "plots/dropped/p/accuracy_matrix.png", tmp_path / "plots/comparison/data.png"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG from an earlier config")
+    report_call(one_experiment, tmp_path)
+    plots = sorted(str(p.relative_to(tmp_path / "plots")) for p in (tmp_path / "plots").rglob("*.png"))
+    assert plots == ["comparison/cil.png", "comparison/til.png", "e/accuracy_curve.png", "e/p/accuracy_matrix.png"]
+    assert not (tmp_path / "plots/dropped").exists()
+
+
 def test_a_report_of_good_files_writes_every_table(one_experiment, tmp_path):
     report_call(one_experiment, tmp_path)
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(

@@ -102,10 +102,24 @@ def _write(metrics, curves, matrix_paths, agg, agg_curves, ledger, tables_dir, p
     write_text(tables_dir / "summary.html", markdown_page("Results", f"{first}\n{verdicts}\n## {rest}", numbers=True))
     write_text(tables_dir / "reproduction.html", markdown_page("Reproduction ledger", ledger_md))
 
-    _plots(metrics, curves, matrix_paths, plots_dir)
+    written = _plots(metrics, curves, matrix_paths, plots_dir)
     for paper in sorted({e["paper"] for e in entries if "curve" in e}):
         curve_entries = [e for e in entries if e["paper"] == paper and "curve" in e]
-        ledger_curves(paper, curve_entries, results, plots_dir / "ledger" / f"{paper_slug(paper)}.png")
+        written.append(plots_dir / "ledger" / f"{paper_slug(paper)}.png")
+        ledger_curves(paper, curve_entries, results, written[-1])
+    _remove_stale_plots(plots_dir, written)
+
+
+def _remove_stale_plots(plots_dir: Path, written: list[Path]) -> None:
+    """The plots folder holds this report's plots only: a PNG left by an experiment, point, setting
+    or paper the config no longer has is removed, with the folders it leaves empty."""
+    keep = {Path(p).resolve() for p in written}
+    for png in sorted(plots_dir.rglob("*.png")):
+        if png.resolve() not in keep:
+            png.unlink()
+    for folder in sorted((d for d in plots_dir.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def papers_of(agg: pd.DataFrame, entries: list[dict]) -> dict[str, str]:
@@ -146,7 +160,9 @@ def _ledger_markdown(table: pd.DataFrame, rows: list[dict], notes: dict, toleran
     return "\n".join(header + [markdown_table(table) if len(table) else "(no runs)", ""])
 
 
-def _plots(metrics: pd.DataFrame, curves: pd.DataFrame, matrix_paths: list[Path], plots_dir: Path) -> None:
+def _plots(metrics: pd.DataFrame, curves: pd.DataFrame, matrix_paths: list[Path], plots_dir: Path) -> list[Path]:
+    """Every run's heatmap, curve and comparison plot; returns the paths written."""
+    written = []
     runs = metrics.drop_duplicates("run_id")[["run_id", "experiment", "point"]].reset_index(drop=True)
     matrices = []
     for run, path in zip(runs.itertuples(index=False), matrix_paths):
@@ -162,15 +178,15 @@ def _plots(metrics: pd.DataFrame, curves: pd.DataFrame, matrix_paths: list[Path]
             task_cols = [c for c in sgroup.columns if c.startswith("task") and sgroup[c].notna().any()]
             stacked = np.stack([g[task_cols].to_numpy(float) for _, g in sgroup.groupby("run_id")])
             per_setting[setting] = np.nanmean(stacked, axis=0)
-        matrix_heatmaps(
-            per_setting,
-            f"{experiment} / {point}: R[i, j] (mean over seeds)",
-            plots_dir / experiment / point / "accuracy_matrix.png",
-        )
+        written.append(plots_dir / experiment / point / "accuracy_matrix.png")
+        matrix_heatmaps(per_setting, f"{experiment} / {point}: R[i, j] (mean over seeds)", written[-1])
     acc = curves[curves["metric"] == "acc"]
     stats = acc.groupby(["experiment", "point", "setting", "after_task"])["value"].agg(["mean", "std"]).reset_index()
     for setting, group in stats.groupby("setting", sort=True):
-        comparison(group, setting, plots_dir / "comparison" / f"{setting}.png")
+        written.append(plots_dir / "comparison" / f"{setting}.png")
+        comparison(group, setting, written[-1])
     for experiment, group in acc.groupby("experiment", sort=True):
         stats = group.groupby(["point", "setting", "after_task"])["value"].agg(["mean", "std"]).reset_index()
-        accuracy_curves(stats, f"{experiment}: accuracy on seen tasks", plots_dir / experiment / "accuracy_curve.png")
+        written.append(plots_dir / experiment / "accuracy_curve.png")
+        accuracy_curves(stats, f"{experiment}: accuracy on seen tasks", written[-1])
+    return written

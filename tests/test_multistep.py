@@ -464,6 +464,14 @@ def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits
         train(run_config(), 2, "aod")
     with pytest.raises(DataError, match="--input teacher0 is not a model file of this run's backbone"):
         train(run_config(), 1, "sst_msl", teacher0=chain / "task0/sst/masks.pt")
+    with pytest.raises(DataError, match="task0/train/model.pt: model file of stage 'train', expected stage 'sst'"):
+        train(run_config(), 1, "sst_msl", teacher0=chain / "task0/train/model.pt")
+    with pytest.raises(DataError, match="task1/sst_msl/model.pt: model file of task 1, expected task 0"):
+        train(run_config(), 1, "sst_msl", teacher0=chain / "task1/sst_msl/model.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": load_torch(chain / "task0/sst/model.pt")["state_dict"]}, foreign)
+    with pytest.raises(DataError, match="foreign.pt: not a model file written by sparsecl"):
+        train(run_config(), 1, "sst_msl", teacher0=foreign)
     with pytest.raises(ConfigError, match=r"method_args.msl_alpha: step 2 needs a weight for steps 0..1, got \[1.0\]"):
         train(
             run_config(msl_alpha=[1.0]), 2, "sst_msl", teacher0=chain / "task0/sst/model.pt", teacher1=prev / "model.pt"

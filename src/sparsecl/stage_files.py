@@ -75,8 +75,11 @@ def check_finite(state_dict: dict, path: Path) -> None:
             raise DataError(f"{path}: weights of {name!r} are not finite (NaN or infinity)")
 
 
-def load_stage_file(path: Path, run: RunConfig, scenario: Scenario, device, tasks: tuple[int, ...], what: str) -> dict:
-    """A model or masks file of this run, of one of `tasks`, for this network; else a one-line error."""
+def load_stage_file(
+    path: Path, run: RunConfig, scenario: Scenario, device, tasks: tuple[int, ...], what: str, stage: str = ""
+) -> dict:
+    """A model or masks file of this run, of one of `tasks` (and of `stage`, when given), for this
+    network; else a one-line error."""
     saved = load_torch(path, map_location=device)
     prov = saved.pop("provenance", None) if isinstance(saved, dict) else None
     if not isinstance(prov, dict):
@@ -86,6 +89,8 @@ def load_stage_file(path: Path, run: RunConfig, scenario: Scenario, device, task
     if prov.get("task") not in tasks:
         expected = " or ".join(map(str, tasks))
         raise DataError(f"{path}: {what} file of task {prov.get('task')}, expected task {expected}")
+    if stage and prov.get("stage") != stage:
+        raise DataError(f"{path}: {what} file of stage {prov.get('stage')!r}, expected stage {stage!r}")
     if prov.get("architecture") != architecture(run, scenario):
         raise DataError(
             f"{path}: {what} file for {prov.get('architecture')}, this run uses {architecture(run, scenario)}"

@@ -47,12 +47,13 @@ class TaskContext:
     stage: str = "train"  # which of the method's `stages` this job runs
     inputs: dict[str, Path] = field(default_factory=dict)  # further files the stage's rule declares
 
-    def stage_input(self, name: str, tasks: tuple[int, ...], what: str) -> dict[str, Any]:
-        """The file `--input name=...` that a stage of this run and of one of `tasks` wrote (provenance
-        checked, then dropped); a one-line error when the input is missing or from elsewhere."""
+    def stage_input(self, name: str, tasks: tuple[int, ...], what: str, stage: str = "") -> dict[str, Any]:
+        """The file `--input name=...` that a stage (`stage`, when given) of this run and of one of
+        `tasks` wrote (provenance checked, then dropped); a one-line error when the input is missing
+        or from elsewhere."""
         if name not in self.inputs:
             raise ConfigError(f"stage {self.stage} of task {self.task}: needs --input {name}=<{what} file>")
-        return load_stage_file(self.inputs[name], self.run, self.scenario, self.device, tasks, what)
+        return load_stage_file(self.inputs[name], self.run, self.scenario, self.device, tasks, what, stage)
 
     def labels_of(self, tasks: range | list[int]) -> list[int]:
         return [label for t in tasks for label in self.scenario.tasks[t]]

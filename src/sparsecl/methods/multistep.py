@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +33,6 @@ from ..config import RunConfig
 from ..engine import make_optimizer, make_scheduler
 from ..engine.loop import LossFn, sliced_cross_entropy
 from ..errors import ConfigError, DataError
-from ..io import load_torch
 from ..multistep_config import STAGES, MultistepArgs, stage_run_config, stages_of_step, teachers
 from ..scenarios import Scenario
 from ..sparse.channels import (
@@ -123,8 +121,8 @@ def _aod(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
 
 def _sst_msl(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
     """Sparsity training on a new S with the multi-step loss: CE + sum_j alpha_j * distillation from step j."""
-    snapshots = _teachers(ctx, args)
-    steps = [int(name.removeprefix("teacher")) for name in snapshots]
+    wanted = teachers(ctx.stage, ctx.task, ctx.scenario.spec.num_tasks, args.msl_teachers)
+    steps = [step for step, _ in wanted.values()]  # the config is checked before any file is read
     if args.msl_alpha:
         if len(args.msl_alpha) <= max(steps):
             raise ConfigError(
@@ -134,6 +132,7 @@ def _sst_msl(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
         alphas = [args.msl_alpha[j] for j in steps]
     else:
         alphas = [args.kd_lambda / len(steps)] * len(steps)
+    snapshots = _teachers(ctx, args)
     with TeacherTap(ctx.model, list(snapshots.values())) as tap:
         loss_fn = distillation_loss(_cross_entropy(ctx), tap, alphas, args.temperature, args.kd_weighting)
         return _sst(ctx, args, loss_fn)
@@ -170,12 +169,12 @@ def _teachers(ctx: TaskContext, args: MultistepArgs) -> dict[str, torch.nn.Modul
             f"step {ctx.task} {ctx.stage}: missing --input {missing[0]}=PATH (the {stage} model of step {step})"
         )
     loaded = {}
-    for name in wanted:
-        path, teacher = Path(ctx.inputs[name]), copy.deepcopy(ctx.model)
+    for name, (step, stage) in wanted.items():
+        saved, teacher = ctx.stage_input(name, (step,), "model", stage), copy.deepcopy(ctx.model)
         try:
-            teacher.load_state_dict(load_torch(path, map_location=ctx.device)["state_dict"])
+            teacher.load_state_dict(saved["state_dict"])
         except (KeyError, RuntimeError):
-            raise DataError(f"{path}: --input {name} is not a model file of this run's backbone") from None
+            raise DataError(f"{ctx.inputs[name]}: --input {name} is not a model file of this run's backbone") from None
         loaded[name] = teacher
     return loaded
 

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -38,9 +39,10 @@ from sparsecl.data.synth import write_mini_imagenet, write_mnist, write_tiny_ima
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import check_config_files, load_schema, plan_ledger, plan_runs, validate
 from sparsecl.scenarios import ScenarioSpec
+from sparsecl.summary import summarize
 
 from .fixtures.http_server import FileServer, file_server
-from .stage_helpers import make_run, train_task
+from .stage_helpers import evaluate_task, make_run, train_task
 
 ROOT = Path(__file__).resolve().parents[1]
 WNIDS = ["n09999999", "n01443537", "n04067472"]
@@ -753,7 +755,134 @@ CLI_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
+# ---------------------------------------------------------------- results read by summarize, report and a resume
+# Evaluations, summaries and resume files as the run wrote them, damaged one way at a time.
+
+RUN_FILES = ("metrics.parquet", "accuracy_matrix.csv", "curves.parquet")
+
+
+def evaluations(w: World) -> list[Path]:
+    """The run's evaluation after each task, written once (by the first case that reads them)."""
+    paths = [w.run / f"task{task}/eval.parquet" for task in (0, 1)]
+    for task, path in enumerate(paths):
+        if not path.exists():
+            evaluate_task(w.config, w.data, w.scenario, task, w.run)
+    return paths
+
+
+def run_summary(w: World) -> dict[str, Path]:
+    """The run's metrics, accuracy matrix and curves, written once from its evaluations."""
+    paths = {name: w.run / name for name in RUN_FILES}
+    if not all(path.exists() for path in paths.values()):
+        summarize(w.config, evaluations(w), *paths.values())
+    return paths
+
+
+def edited_eval(w: World, tmp: Path, task: int, change: Callable[[pd.DataFrame, dict], None]) -> list[Path]:
+    """The run's evaluations, that of `task` copied and edited (its rows and provenance)."""
+    paths = evaluations(w)
+    edited = tmp / f"task{task}/eval.parquet"
+    edited.parent.mkdir(parents=True)
+    frame, prov = pd.read_parquet(paths[task]), io.read_parquet_provenance(paths[task])
+    change(frame, prov)
+    io.write_parquet(edited, frame, prov)
+    return [edited if t == task else path for t, path in enumerate(paths)]
+
+
+def damaged_eval(w: World, tmp: Path, content: bytes | None) -> list[Path]:
+    """The run's evaluations, that of task 1 replaced by `content` (None: no such file)."""
+    paths = evaluations(w)
+    damaged = tmp / "task1/eval.parquet"
+    damaged.parent.mkdir(parents=True)
+    if content is not None:
+        damaged.write_bytes(content)
+    return [paths[0], damaged]
+
+
+def summarize_call(w: World, tmp: Path, evals: list[Path]) -> Call:
+    outputs = [tmp / "out" / name for name in RUN_FILES]
+    args = options(config=w.config, eval=evals, out_metrics=outputs[0], out_matrix=outputs[1], out_curves=outputs[2])
+    return Call(["summarize", *args], outputs)
+
+
+def report_call(w: World, tmp: Path, damage: str = "", content: bytes = b"", ledger: str = '{"entries": []}') -> Call:
+    """`report` of the run's summary, the file `damage` (a RUN_FILES name) replaced by `content`."""
+    files = dict(run_summary(w))
+    if damage:
+        files[damage] = tmp / damage
+        files[damage].write_bytes(content)
+    tables, plots = tmp / "tables", tmp / "plots"
+    args = options(
+        metrics=files["metrics.parquet"], matrix=files["accuracy_matrix.csv"], curves=files["curves.parquet"],
+        ledger=ledger, tables_dir=tables, plots_dir=plots,
+    )  # fmt: skip
+    return Call(["report", *args], [tables / f"summary.{suffix}" for suffix in ("parquet", "csv", "md", "html")])
+
+
+def with_resume(w: World, tmp: Path, content: object) -> Call:
+    """Training task 0 with `content` where its resume file is (bytes as they are, else torch-saved)."""
+    call = train(w, tmp)
+    resume = tmp / "resume/task0.pt"
+    resume.parent.mkdir(parents=True)
+    resume.write_bytes(content) if isinstance(content, bytes) else torch.save(content, resume)
+    return call
+
+
+def duplicated_row(frame: pd.DataFrame, prov: dict) -> None:
+    frame.loc[len(frame)] = frame.iloc[0]
+
+
+def text_accuracy(frame: pd.DataFrame, prov: dict) -> None:
+    frame["acc_til"] = frame["acc_til"].map(str)
+
+
+def another_run(frame: pd.DataFrame, prov: dict) -> None:
+    prov["run_id"] = "finetune/default/seed1"
+
+
+RESULT_FILE_CASES = [
+    # evaluations read by summarize
+    Case("a missing evaluation file", lambda w, t: summarize_call(w, t, damaged_eval(w, t, None)),
+         "task1/eval.parquet: evaluation file missing (the summary of finetune/default/seed0 reads it)"),
+    Case("a zero-byte evaluation file", lambda w, t: summarize_call(w, t, damaged_eval(w, t, b"")),
+         "task1/eval.parquet: not a parquet evaluation file"),
+    Case("a text evaluation file", lambda w, t: summarize_call(w, t, damaged_eval(w, t, b"task_eval,acc_til\n0,90\n")),
+         "task1/eval.parquet: not a parquet evaluation file"),
+    Case("an evaluation with a duplicated row", lambda w, t: summarize_call(w, t, edited_eval(w, t, 1, duplicated_row)),
+         "task1/eval.parquet: rows for tasks [0, 1, 0] after task [1]; expected one row per task [0, 1] after task 1"),
+    Case("an evaluation without its accuracy column", lambda w, t: summarize_call(w, t, edited_eval(w, t, 0, lambda f, p: f.pop("acc_cil"))),
+         "task0/eval.parquet: no 'acc_cil' column"),
+    Case("an accuracy that is text", lambda w, t: summarize_call(w, t, edited_eval(w, t, 1, text_accuracy)),
+         "task1/eval.parquet: column 'acc_til' holds"),
+    Case("an evaluated task out of range", lambda w, t: summarize_call(w, t, edited_eval(w, t, 0, lambda f, p: f.__setitem__("task_eval", 7))),
+         "task0/eval.parquet: rows for tasks [7] after task [0]"),
+    Case("another run's evaluation", lambda w, t: summarize_call(w, t, edited_eval(w, t, 0, another_run)),
+         "task0/eval.parquet: evaluation of run 'finetune/default/seed1', not of this run 'finetune/default/seed0'"),
+    Case("evaluations out of task order", lambda w, t: summarize_call(w, t, evaluations(w)[::-1]),
+         "task1/eval.parquet: evaluation after task 1, expected task 0 (files in task order)"),
+    Case("a summary whose matrix cannot be written leaves no metrics",
+         lambda w, t: with_patch(summarize_call(w, t, evaluations(w)), failing("replace", errno.ENOSPC, "accuracy_matrix.csv")),
+         "accuracy_matrix.csv: cannot write: no space left on device"),
+    # summaries and the ledger read by report
+    Case("a zero-byte metrics file", lambda w, t: report_call(w, t, "metrics.parquet"), "metrics.parquet: not a readable parquet metrics file"),
+    Case("a text curves file", lambda w, t: report_call(w, t, "curves.parquet", b"after_task,acc\n0,90\n"),
+         "curves.parquet: not a readable parquet curves file"),
+    Case("a garbage accuracy matrix", lambda w, t: report_call(w, t, "accuracy_matrix.csv", b"\x00\x01\x02garbage"),
+         "accuracy_matrix.csv: expected an accuracy matrix with columns"),
+    Case("a ledger that is a list", lambda w, t: report_call(w, t, ledger="[]"), "--ledger: expected a JSON object with an 'entries' list"),
+    Case("a ledger that is not JSON", lambda w, t: report_call(w, t, ledger="{entries: [}"), "--ledger: expected the ledger as JSON"),
+    Case("a report whose plots cannot be written leaves no summary",
+         lambda w, t: with_patch(report_call(w, t), failing("replace", errno.ENOSPC, "accuracy_matrix.png")),
+         "accuracy_matrix.png: cannot write: no space left on device"),
+    # resume files read by a training job
+    Case("a resume file that is not a torch file", lambda w, t: with_resume(w, t, b"half a resume"),
+         "resume/task0.pt: not a readable torch file"),
+    Case("a resume file that is a list", lambda w, t: with_resume(w, t, [1, 2]),
+         "resume/task0.pt: not a resume file (expected a mapping); delete it to start the task afresh"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CLI_CASES + RESULT_FILE_CASES, ids=[c.id for c in CLI_CASES + RESULT_FILE_CASES])
 def test_a_bad_input_is_one_error_line_and_leaves_no_output(world, tmp_path, case):
     call = case.setup(world, tmp_path)
     answer = run(call, tmp_path)

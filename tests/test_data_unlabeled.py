@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import pickle
+import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from sparsecl.data import get_dataset
 from sparsecl.data.synth import write_cifar10, write_tickets_pool
 from sparsecl.data.unlabeled import pool_dir, prepare_pool, resolve_pool
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import read_json
-from sparsecl.methods.tickets_unlabeled import load_pool
+from sparsecl.methods.tickets_unlabeled import load_pool, pool_images
 
 
 def test_published_pickle_becomes_the_pool_with_no_deviation(tmp_path):
@@ -75,3 +78,17 @@ def test_pool_choice_resolves_per_dataset(choice, dataset, pool):
 def test_a_pool_made_of_the_runs_own_training_set_is_refused():
     with pytest.raises(ConfigError, match="data.unlabeled_pool: cifar10 would reuse the cifar10 training images"):
         resolve_pool("cifar10", "cifar10")
+
+
+def test_the_whole_pool_is_read_into_a_writable_tensor_without_a_warning(tmp_path):
+    images = write_tickets_pool(tmp_path / "pool.pkl")
+    prepare_pool("tiny_images", tmp_path / "pool.pkl", tmp_path / "out")
+    data = SimpleNamespace(images=torch.zeros((1, 3, 32, 32), dtype=torch.uint8))
+    inputs = {"pool": str(tmp_path / "out" / "pool.npy"), "pool_meta": str(tmp_path / "out" / "meta.json")}
+    ctx = SimpleNamespace(data=data, inputs=inputs, device=torch.device("cpu"), stage="retrieve")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on a read-only (memory-mapped) array
+        pool = pool_images(ctx, "pool")
+    np.testing.assert_array_equal(pool.images.permute(0, 2, 3, 1).numpy(), images)
+    pool.images[0] = 0  # its own memory, not the file's
+    assert np.load(tmp_path / "out" / "pool.npy")[0].any()

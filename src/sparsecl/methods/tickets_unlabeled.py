@@ -137,7 +137,8 @@ def pool_images(ctx: TaskContext, source: str, index: torch.Tensor | None = None
     array = load_pool(Path(ctx.inputs["pool"]), tuple(ctx.data.images.shape[1:]))
     if index is not None:
         array = array[np.sort(index.cpu().numpy())]
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(ctx.device).permute(0, 3, 1, 2).contiguous()
+    # a copy: the pool is a read-only memory map, and torch.from_numpy needs a writable array
+    tensor = torch.from_numpy(np.array(array, order="C")).to(ctx.device).permute(0, 3, 1, 2).contiguous()
     if index is not None:  # back to the selection's order
         order = torch.argsort(torch.argsort(index))
         tensor = tensor[order]

@@ -1087,3 +1087,54 @@ def test_a_hand_edited_run_config_stops_its_jobs_and_the_advice_given_remakes_it
     run_file.unlink()  # the advice, followed literally
     snakemake(tmp_path, target, "--cores", "1")
     assert load_run_config(run_file).train.lr == 0.05
+
+
+# ---------------------------------------------------------------- further config and option refusals
+# Mistakes that once produced numbers (a repeated run, a thread count of zero), an internal error
+# (a synthetic dataset of no images) or a vague answer ("failed after 0 attempts").
+
+MORE_CONFIG_CASES = [
+    ("a seed given twice", lambda c: c.update(seeds=[0, 0]), "seeds: [0, 0] repeats a value; expected each value once"),
+    ("an experiment's seed given twice", experiment(seeds=[1, 2, 1]), "experiments.ft.seeds: [1, 2, 1] repeats a value"),
+    ("a grid value given twice", experiment(grid={"train.lr": [0.1, 0.1]}), "experiments.ft.grid.train.lr: [0.1, 0.1] repeats a value"),
+    ("grid values that make one point name", experiment(grid={"train.lr": [0.1, 0.1000001]}),
+     "experiments.ft.grid: [0.1] and [0.1000001] both name the point 'lr=0.1'"),
+    ("grid values that make one point name across keys", experiment(method="dst", grid={"method_args.density": [0.2, 0.2000001], "train.lr": [0.1]}),
+     "experiments.ft.grid: [0.2, 0.1] and [0.2000001, 0.1] both name the point 'density=0.2,lr=0.1'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mutate, message", [c[1:] for c in MORE_CONFIG_CASES], ids=[c[0] for c in MORE_CONFIG_CASES])
+def test_a_config_that_names_one_run_twice_is_one_config_error_line(mutate, message):
+    test_a_config_mistake_is_one_config_error_line(mutate, message)
+
+
+def synth(tmp: Path, **values) -> Call:
+    out = tmp / "synth"
+    return Call(["data", "synth", "cifar10", *options(out=out, **values)], [out])
+
+
+def retrying(tmp: Path, retries: int) -> Call:
+    out = tmp / "raw" / "cifar-10-python.tar.gz"
+    return Call(["data", "download", "cifar10", *options(file=out.name, out=out, retries=retries)], [out])
+
+
+def serve(tmp: Path, idle: str) -> Call:
+    socket = tmp / "stages.sock"
+    return Call(["serve", *options(socket=socket, idle=idle)], [socket])
+
+
+MORE_CLI_CASES = [
+    Case("train with no threads", lambda w, t: train(w, t, threads=0), "Invalid value for '--threads'", 2),
+    Case("evaluate with a negative thread count", lambda w, t: evaluate(w, t, threads=-4), "Invalid value for '--threads'", 2),
+    Case("synthetic data without training images", lambda w, t: synth(t, train_per_class=0), "Invalid value for '--train-per-class'", 2),
+    Case("synthetic data without test images", lambda w, t: synth(t, test_per_class=-1), "Invalid value for '--test-per-class'", 2),
+    Case("a download with negative retries", lambda w, t: retrying(t, -1), "Invalid value for '--retries'", 2),
+    Case("a stage server that idles no time", lambda w, t: serve(t, "0"), "Invalid value for '--idle'", 2),
+    Case("a stage server idling NaN seconds", lambda w, t: serve(t, "nan"), "Invalid value for '--idle'", 2),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", MORE_CLI_CASES, ids=[c.id for c in MORE_CLI_CASES])
+def test_an_option_out_of_its_range_is_one_error_line_and_leaves_no_output(world, tmp_path, case):
+    test_a_bad_input_is_one_error_line_and_leaves_no_output(world, tmp_path, case)

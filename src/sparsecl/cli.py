@@ -32,7 +32,7 @@ def _example(*lines: str) -> str:
 
 
 DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU if there is one), cpu, cuda or cuda:N")]
-ThreadsOpt = Annotated[int, typer.Option(help="CPU threads torch may use")]
+ThreadsOpt = Annotated[int, typer.Option(min=1, help="CPU threads torch may use (>= 1)")]
 ConfigOpt = _path("the run's resolved config.yaml (written by run-config)")
 DataDirOpt = _path("the prepared dataset's directory (resources/data/<dataset>)")
 ScenarioOpt = _path("the task split of the dataset (resources/scenarios/<dataset>/<id>.json)")
@@ -64,7 +64,7 @@ def _device(requested: str, threads: int):
 
     from .engine import select_device
 
-    torch.set_num_threads(max(threads, 1))
+    torch.set_num_threads(threads)
     return select_device(requested)
 
 
@@ -232,7 +232,9 @@ def report(
 @app.command(epilog=_example("sparsecl serve --socket .snakemake/sparsecl-stages.sock --idle 600"))
 def serve(
     socket_path: Annotated[Path, typer.Option("--socket", help="Unix socket to listen on")],
-    idle: Annotated[float, typer.Option(help="seconds without a request before the server exits")] = 600.0,
+    idle: Annotated[
+        float, typer.Option(min=1, help="seconds without a request before the server exits (>= 1)")
+    ] = 600.0,
     parent: Annotated[
         int | None, typer.Option(help="pid the server lives for (default: its parent); it exits when that process does")
     ] = None,

@@ -165,6 +165,8 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         return f"{path}: {error.instance!r} is not allowed; expected a finite number"
     if error.validator == "type" and error.validator_value == "integer" and isinstance(error.instance, float):
         return f"{path}: {error.instance!r} is not an integer; write it without a decimal point"
+    if error.validator == "uniqueItems":
+        return f"{path}: {error.instance!r} repeats a value; expected each value once (a repeat is the same run)"
     if error.validator == "enum":
         return (
             f"{path}: {error.instance!r} is not allowed; expected one of: {', '.join(map(str, error.validator_value))}"
@@ -201,8 +203,14 @@ def plan_runs(config: dict, schema: dict) -> list[PlannedRun]:
         if len(set(short)) != len(short):
             raise ConfigError(f"experiments.{name}.grid: keys must differ in their last component, got {keys}")
         seeds = experiment.get("seeds") or config["seeds"]
+        made: dict[str, tuple] = {}
         for values in itertools.product(*(grid[k] for k in keys)):
             point = ",".join(f"{s}={_fmt(v)}" for s, v in zip(short, values)) or "default"
+            if made.setdefault(point, values) != values:
+                raise ConfigError(
+                    f"experiments.{name}.grid: {list(made[point])} and {list(values)} both name the point {point!r}"
+                    " (values are written with 6 significant digits); expected values that differ there"
+                )
             settings = copy.deepcopy(experiment)
             settings.pop("grid", None)
             for key, value in zip(keys, values):

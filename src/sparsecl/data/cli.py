@@ -48,7 +48,9 @@ def data_download(
     out: _path("where the verified raw file goes"),
     sources: Annotated[str, typer.Option(help="the config's data.sources overrides, as JSON")] = "{}",
     manual_dir: ManualDirOpt = MANUAL_DIR,
-    retries: Annotated[int, typer.Option(help="attempts before giving up on a failing download")] = 5,
+    retries: Annotated[
+        int, typer.Option(min=0, help="retries of a failing download after its first attempt (>= 0)")
+    ] = 5,
 ) -> None:
     """Fetch one raw file of SOURCE (a dataset or `tiny_images`), verify its checksum, resume partial downloads."""
     from .sources import fetch_raw
@@ -137,8 +139,8 @@ def data_scenario(
 def data_synth(
     source: Annotated[str, typer.Argument(help="the dataset (or tiny_images) whose raw format to imitate")],
     out: _path("where the synthetic raw files go"),
-    train_per_class: Annotated[int, typer.Option(help="training images per class")] = 2,
-    test_per_class: Annotated[int, typer.Option(help="test images per class")] = 1,
+    train_per_class: Annotated[int, typer.Option(min=1, help="training images per class (>= 1)")] = 2,
+    test_per_class: Annotated[int, typer.Option(min=1, help="test images per class (>= 1)")] = 1,
     seed: Annotated[int, typer.Option(min=0, help="seed of the synthetic images (>= 0)")] = 0,
 ) -> None:
     """Write a small learnable SOURCE in its real raw format into OUT; print each file's sha256."""

@@ -420,6 +420,9 @@ def test_each_stage_is_scored_once_on_the_whole_test_set(digits, chain):
     rows = pd.read_parquet(path)
     assert len(rows) == 1 and rows["n"].iloc[0] == len(load_split(data, "test").labels)
     assert rows["acc_cil"].iloc[0] > 50  # 10 classes: chance is 10%
+    stats = load_torch(masks[-1])["stats"]  # a sparsity stage's evaluation carries what it silenced
+    assert rows["silenced_pct"].iloc[0] == 100 * stats["silenced_fraction"]
+    assert rows["silenced_floor_pct"].iloc[0] == 100 * stats["silenced_floor"] == 25.0
 
 
 @pytest.mark.parametrize(
@@ -462,7 +465,7 @@ def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits
         train(run_config(), 1, "sst_msl")
     with pytest.raises(DataError, match=r"step 2 aod: missing --input teacher=PATH \(the sst_msl model of step 1\)"):
         train(run_config(), 2, "aod")
-    with pytest.raises(DataError, match="--input teacher0 is not a model file of this run's backbone"):
+    with pytest.raises(DataError, match=r"task0/sst/masks.pt: not a model file \(it holds no weights"):
         train(run_config(), 1, "sst_msl", teacher0=chain / "task0/sst/masks.pt")
     with pytest.raises(DataError, match="task0/train/model.pt: model file of stage 'train', expected stage 'sst'"):
         train(run_config(), 1, "sst_msl", teacher0=chain / "task0/train/model.pt")

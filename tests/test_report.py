@@ -119,6 +119,24 @@ def test_the_headline_shows_a_tickets_remaining_weights_after_every_task_as_a_pe
     assert "remaining %" not in text.split("## Task-incremental")[1]
 
 
+def test_a_sparsity_stage_short_of_its_floor_is_a_warning_line_under_its_headline_row():
+    metrics = metrics_rows().assign(method="multistep")
+    metrics = metrics[metrics["setting"] == "til"].assign(setting="data")
+    curves = curve_rows().assign(method="multistep")
+    curves = curves[curves["setting"] == "til"].assign(setting="data")
+    step = curves["after_task"]
+    silenced = curves.assign(metric="silenced_pct", value=step.map({0: 60.0, 1: 10.0, 2: float("nan")})).dropna()
+    floor = silenced.assign(metric="silenced_floor_pct", value=25.0)
+    text = summary_markdown(aggregate(metrics), aggregate_curves(pd.concat([curves, silenced, floor])), decimals=1)
+    warnings = [line for line in text.splitlines() if "WARNING" in line]
+    assert warnings == [
+        "> **WARNING** e / p, step 2: the sparsity stage switched off 10.0 % of its selected channels, below"
+        " `silenced_floor` 25.0 %: its sparsity term missed its target (raise `s` or the stage's epochs)."
+    ]
+    header = next(line for line in text.splitlines() if line.startswith("| experiment"))
+    assert "| S silenced % after step 1 | S silenced % after step 2 |" in header
+
+
 def test_a_table_value_passes_within_tolerance_and_fails_outside_it():
     _, results = results_of((metrics_rows(), curve_rows()))
     rows = ledger_rows(

@@ -98,3 +98,14 @@ def load_stage_file(
     if isinstance(saved.get("state_dict"), dict):
         check_finite(saved["state_dict"], path)
     return saved
+
+
+def load_weights(model: torch.nn.Module, saved: dict, path: Path) -> None:
+    """A loaded model file's weights into `model`, or one line naming the file that does not fit."""
+    if "state_dict" not in saved:
+        raise DataError(f"{path}: not a model file (it holds no weights: a masks or other stage file?)")
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: weights do not fit this run's network ({first})") from None

@@ -28,7 +28,7 @@ from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
 from .sparse import maskable_parameters
-from .stage_files import check_masks_fit, file_provenance, load_stage_file
+from .stage_files import check_masks_fit, file_provenance, load_stage_file, load_weights
 
 
 def log_to_stdout(message: str) -> None:
@@ -82,14 +82,6 @@ def load_run_scenario(path: Path, run: RunConfig, task: int) -> Scenario:
     if not 0 <= task < len(scenario.tasks):
         raise DataError(f"{path}: task {task} does not exist (scenario has {len(scenario.tasks)} tasks)")
     return scenario
-
-
-def load_weights(model: torch.nn.Module, saved: dict, path: Path) -> None:
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: weights do not fit this run's network ({first})") from None
 
 
 def load_masks(path: Path, run: RunConfig, scenario, device, tasks: tuple[int, ...], model: torch.nn.Module) -> dict:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +46,8 @@ from ..sparse.channels import (
     reinitialise_channels,
     select_smallest,
 )
-from .base import Method, TaskContext, TaskResult, register_method
+from ..stage_files import load_weights
+from .base import EvalContext, Method, TaskContext, TaskResult, register_method
 from .distillation import TeacherTap, distillation_loss
 from .training import fit
 
@@ -63,6 +66,17 @@ class Multistep(Method):
             raise ConfigError(
                 f"--stage: step {task} of {scenario.spec.num_tasks} runs {', '.join(here)}, got {stage!r}"
             )
+
+    def evaluate(self, ctx: EvalContext) -> list[dict[str, Any]]:
+        """Top-1 on the whole test set; after a sparsity stage also the % of its selected channels
+        it switched off and the floor it was held to, so that the summary can say where SST fell short."""
+        rows = super().evaluate(ctx)
+        stats = ctx.masks[-1].get("stats", {}) if ctx.masks else {}
+        if "silenced_fraction" in stats:
+            for row in rows:
+                row["silenced_pct"] = 100.0 * stats["silenced_fraction"]
+                row["silenced_floor_pct"] = 100.0 * stats["silenced_floor"]
+        return rows
 
     def train_stage(self, ctx: TaskContext) -> TaskResult:
         batch_norms(ctx.model)  # fails early for a backbone without BN scaling factors
@@ -98,7 +112,10 @@ def _sst(ctx: TaskContext, args: MultistepArgs, loss_fn: LossFn | None = None) -
             f" below silenced_floor {args.silenced_floor:.0%}; the sparsity term missed its target"
             " (raise s or the stage's epochs)"
         )
-    result = _result(ctx, rows, selected, small_selected=in_s, small_other=outside, silenced_fraction=silenced)
+    result = _result(
+        ctx, rows, selected, small_selected=in_s, small_other=outside,
+        silenced_fraction=silenced, silenced_floor=args.silenced_floor,
+    )  # fmt: skip
     result.tables["channels"] = table
     return result
 
@@ -171,10 +188,7 @@ def _teachers(ctx: TaskContext, args: MultistepArgs) -> dict[str, torch.nn.Modul
     loaded = {}
     for name, (step, stage) in wanted.items():
         saved, teacher = ctx.stage_input(name, (step,), "model", stage), copy.deepcopy(ctx.model)
-        try:
-            teacher.load_state_dict(saved["state_dict"])
-        except (KeyError, RuntimeError):
-            raise DataError(f"{ctx.inputs[name]}: --input {name} is not a model file of this run's backbone") from None
+        load_weights(teacher, saved, Path(ctx.inputs[name]))
         loaded[name] = teacher
     return loaded
 

@@ -16,7 +16,7 @@ SETTING_TITLES = {
 # The setting a method's paper measures, shown first; method columns appear only there.
 HEADLINE = {"dst": "til"}
 # Curves shown task by task in the headline (metric -> column prefix): a ticket's size after each task.
-PER_TASK = {"remaining_weights": "remaining % after task"}
+PER_TASK = {"remaining_weights": "remaining % after task", "silenced_pct": "S silenced % after step"}
 # Method columns that are diagnostics (every FOCIL routing rule), shown in a table of their own.
 DIAGNOSTIC = "route_"
 WHY_LABEL_FREE = (
@@ -113,6 +113,26 @@ def _per_task(curves: pd.DataFrame, row: dict, decimals: int) -> dict[str, str]:
     return out
 
 
+def short_of_the_floor(curves: pd.DataFrame, rows: list[dict], decimals: int) -> list[str]:
+    """A warning line per step whose sparsity stage switched off less of its selected channels
+    than the method's `silenced_floor` (mean over seeds): the stage trained on without reaching
+    the target its next step's re-initialisation assumes."""
+    lines = []
+    for row in rows:
+        mine = curves[(curves["experiment"] == row["experiment"]) & (curves["point"] == row["point"])]
+        mine = mine[mine["setting"] == row["setting"]].pivot_table(index="after_task", columns="metric", values="mean")
+        if not {"silenced_pct", "silenced_floor_pct"} <= set(mine.columns):
+            continue
+        for step, got, floor in mine[["silenced_pct", "silenced_floor_pct"]].dropna().itertuples():
+            if got < floor:
+                lines.append(
+                    f"> **WARNING** {row['experiment']} / {row['point']}, step {step + 1}: the sparsity stage switched"
+                    f" off {got:.{decimals}f} % of its selected channels, below `silenced_floor` {floor:.{decimals}f} %:"
+                    " its sparsity term missed its target (raise `s` or the stage's epochs)."
+                )
+    return [*lines, ""] if lines else []
+
+
 def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> str:
     """Headline results first (each method in the setting its paper measures, with its own columns),
     then every setting in full; data-incremental runs get their accuracy after each step."""
@@ -143,6 +163,7 @@ def summary_markdown(agg: pd.DataFrame, curves: pd.DataFrame, decimals: int) -> 
         diagnostics = [c for c in rows.columns if c.startswith(DIAGNOSTIC)]
         headline_rows = rows.drop(columns=diagnostics).fillna("—")
         sections += [f"### {method}, {_count(tasks, unit)}", "", markdown_table(headline_rows), ""]
+        sections += [*short_of_the_floor(curves, mine, decimals)]
         if diagnostics:
             sections += [
                 f"#### {method}, {_count(tasks, unit)}: every routing rule",

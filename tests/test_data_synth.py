@@ -10,6 +10,7 @@ from sparsecl.data.sources import fetch_raw, raw_files, raw_source
 from sparsecl.data.synth import CHECKSUMS, SOURCES, SynthSize, synth
 from sparsecl.data.unlabeled import prepare_pool
 from sparsecl.errors import DataError
+from sparsecl.rehearsal import PER_CLASS
 
 DATASETS = ["cifar10", "cifar100", "mnist", "fashion_mnist", "tiny_imagenet", "mini_imagenet", "mini_imagenet84"]
 
@@ -65,3 +66,21 @@ def test_an_unknown_source_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="no synthetic data for 'svhn'; expected one of: cifar10"):
         synth("svhn", tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("dataset", ["mini_imagenet", "cifar100"])
+def test_a_rehearsals_cap_keeps_every_class_in_each_split_with_at_most_its_images_per_class(tmp_path, dataset):
+    source = raw_source(dataset)
+    digests = synth(source, tmp_path / "raw")
+    spec = get_dataset(dataset)
+    spec.prepare(tmp_path / "raw", tmp_path / "full", 0)
+    spec.prepare(tmp_path / "raw", tmp_path / "capped", 0, PER_CLASS)
+    assert load_meta(tmp_path / "capped")["per_class_cap"] == PER_CLASS and len(digests) == 1
+    for split in ("train", "test"):
+        full, capped = load_split(tmp_path / "full", split), load_split(tmp_path / "capped", split)
+        counts = np.bincount(capped.labels, minlength=spec.num_classes)
+        assert counts.tolist() == np.minimum(np.bincount(full.labels), PER_CLASS).tolist()
+        for c in range(spec.num_classes):  # each class's first images, in the split's order
+            np.testing.assert_array_equal(capped.images[capped.labels == c], full.images[full.labels == c][:PER_CLASS])
+    if dataset == "mini_imagenet":  # its prepare holds out 100 test images per class; the cap keeps PER_CLASS
+        assert len(load_split(tmp_path / "full", "test").labels) == 100 * spec.num_classes

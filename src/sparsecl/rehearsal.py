@@ -10,7 +10,9 @@ scenario (task count, class split, class order) and stage kinds, and shrinks wha
 - each grid to a covering set: point i takes value i mod n of every axis, so every value of
   every axis (init, growth, protocol, schedule, ...) runs at least once, not their product;
 - the data: format-exact synthetic raw files (`sparsecl.data.synth`, a few images per class)
-  fed through the real download -> verify -> prepare path as local files with their checksums.
+  fed through the real download -> verify -> prepare path as local files with their checksums,
+  prepared with at most PER_CLASS images of each class per split (miniImageNet's prepare holds
+  out 100 test images per class, which the synthetic zip must hold for the real code to run).
 
 Torch-free: the workflow imports it while planning.
 """
@@ -30,6 +32,7 @@ TRIALS = 2
 MAX_ROUNDS = 2
 VALIDATION_FRACTION = 0.5  # of a synthetic class's 2 training images: 1 held out, 1 trained on
 EXEMPLARS = 1
+PER_CLASS = 2  # images of each class kept per split at prepare time
 
 
 def rehearsal_config(config: Mapping, resources: str) -> dict:

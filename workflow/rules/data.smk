@@ -75,9 +75,10 @@ rule prepare_data:
         raw_dir=raw_dir,
         out_dir=subpath(output.meta, parent=True),
         seed=config["data"]["split_seed"],
+        cap=f" --per-class {rehearsal.PER_CLASS}" if REHEARSAL else "",
     shell:
         "sparsecl data prepare {wildcards.dataset} --raw-dir {params.raw_dir}"
-        " --out-dir {params.out_dir} --seed {params.seed} > {log} 2>&1"
+        " --out-dir {params.out_dir} --seed {params.seed}{params.cap} > {log} 2>&1"
 
 
 rule scenario:

@@ -62,7 +62,13 @@ CIFAR100 = CifarLayout(
 
 
 def prepare_cifar(
-    layout: CifarLayout, mean: tuple[float, ...], std: tuple[float, ...], raw_dir: Path, out_dir: Path, seed: int
+    layout: CifarLayout,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    raw_dir: Path,
+    out_dir: Path,
+    seed: int,
+    per_class: int | None = None,
 ) -> None:
     (archive,) = require_files(raw_dir, [layout.file.filename])
     names = [f"{layout.folder}/{n}" for n in (*layout.train, *layout.test, layout.meta)]
@@ -84,6 +90,7 @@ def prepare_cifar(
         std=std,
         sources=sources,
         extra={"source_sha256": sha256},
+        per_class=per_class,
     )
 
 

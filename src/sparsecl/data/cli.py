@@ -85,11 +85,15 @@ def data_prepare(
     raw_dir: _path("the dataset's downloaded raw files"),
     out_dir: _path("where the prepared dataset goes"),
     seed: Annotated[int, typer.Option(min=0, help="seed of the dataset's own random choices (>= 0)")] = 0,
+    per_class: Annotated[
+        int | None,
+        typer.Option(min=1, help="keep at most this many images per class in each split (a rehearsal's cap)"),
+    ] = None,
 ) -> None:
     """Turn the raw files of DATASET into the uint8 format (train/test images, labels, meta.json)."""
     from . import get_dataset
 
-    get_dataset(dataset).prepare(raw_dir, out_dir, seed)
+    get_dataset(dataset).prepare(raw_dir, out_dir, seed, per_class)
 
 
 @data_app.command(

@@ -16,7 +16,7 @@ from .store import PreparedSplit, write_prepared
 TEST_FRACTION = 0.25
 
 
-def prepare_digits(raw_dir: Path, out_dir: Path, seed: int) -> None:
+def prepare_digits(raw_dir: Path, out_dir: Path, seed: int, per_class: int | None = None) -> None:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -33,6 +33,7 @@ def prepare_digits(raw_dir: Path, out_dir: Path, seed: int) -> None:
         class_names=[str(c) for c in bunch.target_names],
         sources={"sklearn.datasets.load_digits": "bundled with scikit-learn"},
         extra={"split_seed": seed, "test_fraction": TEST_FRACTION},
+        per_class=per_class,
     )
 
 

@@ -67,7 +67,7 @@ def split_class(members: list[str], class_name: str, seed: int) -> tuple[list[st
     return [m for i, m in enumerate(members) if i not in test], [m for i, m in enumerate(members) if i in test]
 
 
-def prepare_mini_imagenet(size: int, raw_dir: Path, out_dir: Path, seed: int) -> None:
+def prepare_mini_imagenet(size: int, raw_dir: Path, out_dir: Path, seed: int, per_class: int | None = None) -> None:
     (archive,) = require_files(raw_dir, [MINI_ZIP.filename])
     with open_zip(archive) as zf:
         layout, by_class = class_folders(zf.namelist(), archive)
@@ -105,6 +105,7 @@ def prepare_mini_imagenet(size: int, raw_dir: Path, out_dir: Path, seed: int) ->
             "test_per_class": TEST_PER_CLASS,
             "split_seed": seed,
         },
+        per_class=per_class,
     )
 
 

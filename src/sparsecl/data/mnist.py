@@ -78,7 +78,9 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return body.reshape(shape)
 
 
-def prepare_mnist(class_names: list[str], raw_dir: Path, out_dir: Path, seed: int) -> None:
+def prepare_mnist(
+    class_names: list[str], raw_dir: Path, out_dir: Path, seed: int, per_class: int | None = None
+) -> None:
     paths = require_files(raw_dir, list(FILES))
     splits = []
     for images_path, labels_path in (paths[:2], paths[2:]):
@@ -88,7 +90,14 @@ def prepare_mnist(class_names: list[str], raw_dir: Path, out_dir: Path, seed: in
         splits.append(PreparedSplit(images[..., None].copy(), labels.astype(np.int64)))
     sources, sha256 = source_record(paths)
     write_prepared(
-        out_dir, *splits, class_names, mean=MNIST_MEAN, std=MNIST_STD, sources=sources, extra={"source_sha256": sha256}
+        out_dir,
+        *splits,
+        class_names,
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+        sources=sources,
+        extra={"source_sha256": sha256},
+        per_class=per_class,
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..registry import Registry
 
@@ -32,14 +31,15 @@ class ManualFile:
 class DatasetSpec:
     """Static facts about a dataset plus the function that turns raw files into the uint8 format.
 
-    `prepare(raw_dir, out_dir, seed)` reads the downloaded (or manual) files in `raw_dir` and
-    writes `out_dir/{train,test}/{images,labels}.npy` and `out_dir/meta.json` via `write_prepared`.
+    `prepare(raw_dir, out_dir, seed, per_class=None)` reads the downloaded (or manual) files in
+    `raw_dir` and writes `out_dir/{train,test}/{images,labels}.npy` and `out_dir/meta.json` via
+    `write_prepared` (at most `per_class` images of each class per split, if given).
     """
 
     name: str
     num_classes: int
     image_shape: tuple[int, int, int]  # H, W, C
-    prepare: Callable[[Path, Path, int], None]
+    prepare: Callable[..., None]
     crop_padding: int = 4  # pad-and-random-crop augmentation; 0 disables it
     hflip: bool = True
     files: tuple[RemoteFile, ...] = ()  # downloaded by the download rule; empty: built in or manual

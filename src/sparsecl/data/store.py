@@ -42,9 +42,15 @@ def write_prepared(
     std: tuple[float, ...] | None = None,
     sources: dict[str, str] | None = None,
     extra: dict | None = None,
+    per_class: int | None = None,
 ) -> None:
-    """Validate and write both splits plus meta.json; meta.json is written last (it marks completion)."""
+    """Validate and write both splits plus meta.json; meta.json is written last (it marks completion).
+
+    `per_class` keeps each split's first images of every class (a rehearsal's cap), in their order."""
     out_dir = Path(out_dir)
+    if per_class is not None:
+        train, test = cap_per_class(train, per_class), cap_per_class(test, per_class)
+        extra = {**(extra or {}), "per_class_cap": per_class}
     present = {name: _check_split(name, split, list(class_names)) for name, split in (("train", train), ("test", test))}
     if mean is None or std is None:
         pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
@@ -80,6 +86,19 @@ def write_prepared(
             "provenance": provenance(),
         }
         write_json(out_dir / "meta.json", meta)
+
+
+def cap_per_class(split: PreparedSplit, per_class: int) -> PreparedSplit:
+    """The split's first `per_class` images of each class, in the split's order."""
+    if per_class < 1:
+        raise DataError(f"per-class cap: expected at least 1 image per class, got {per_class}")
+    labels = np.asarray(split.labels)
+    rank = np.zeros(len(labels), dtype=np.int64)  # each image's position among its class's images
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        rank[rows] = np.arange(len(rows))
+    keep = np.flatnonzero(rank < per_class)
+    return PreparedSplit(split.images[keep], labels[keep])
 
 
 def _check_split(name: str, split: PreparedSplit, class_names: list[str]) -> list[int]:

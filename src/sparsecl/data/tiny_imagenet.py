@@ -26,7 +26,7 @@ SIZE = 64
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def prepare_tiny_imagenet(raw_dir: Path, out_dir: Path, seed: int) -> None:
+def prepare_tiny_imagenet(raw_dir: Path, out_dir: Path, seed: int, per_class: int | None = None) -> None:
     (archive,) = require_files(raw_dir, [TINY.filename])
     with open_zip(archive) as zf:
         names = zf.namelist()
@@ -69,6 +69,7 @@ def prepare_tiny_imagenet(raw_dir: Path, out_dir: Path, seed: int) -> None:
         std=IMAGENET_STD,
         sources=sources,
         extra={"source_sha256": sha256, "test_split": "official validation set", "class_descriptions": descriptions},
+        per_class=per_class,
     )
 
 

@@ -4,8 +4,9 @@
     python benchmarks/rehearsal.py table DIR config/papers/focil.yaml  # summarise a rehearsal in DIR
     python benchmarks/rehearsal.py project config/papers/focil.yaml  # the real run's training passes
 
-`run` and `table` print the rehearsal's jobs, wall time and, per rule, the job seconds and peak
-memory Snakemake's `benchmark:` files recorded. `project` counts the training image passes of the
+`run` and `table` print the rehearsal's jobs, wall time and, per rule, the job seconds Snakemake's
+`benchmark:` files recorded and the peak memory: the larger of the benchmark's and, for a job the
+stage server ran, the peak its forked process wrote as its log's last line. `project` counts the training image passes of the
 real run (images x epochs, x FOCIL's trials, + the tickets' retraining rounds; every multistep
 stage a full pass), per backbone, and divides them by a throughput measured here (forward and
 backward of the backbone at the dataset's input size on this machine's CPU); the GPU column is
@@ -27,6 +28,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
+
+from sparsecl.server import PEAK_RSS  # noqa: E402
 
 # Training images per class of the real datasets (their published train splits; miniImageNet
 # keeps 500 of its 600 per class after the 100 held out for test).
@@ -58,10 +61,14 @@ def table(workdir: Path, name: str, wall: float | None = None) -> None:
         row = tsv.read_text().splitlines()[1].split("\t")
         per_rule[tsv.relative_to(root / "benchmarks").parts[0]].append((float(row[0]), float(row[2])))
     jobs: dict[str, int] = defaultdict(int)
+    served: dict[str, float] = defaultdict(float)  # a served job's own peak, from its log's last line
     for log in (root / "logs").rglob("*.log"):
         parts = log.relative_to(root / "logs").parts
         if len(parts) > 1:
             jobs[parts[0]] += 1
+            for line in log.read_text(errors="replace").splitlines()[-1:]:
+                if line.startswith(PEAK_RSS):
+                    served[parts[0]] = max(served[parts[0]], float(line.removeprefix(PEAK_RSS)))
     took = f"**{wall / 60:.1f} min** wall, " if wall else ""
     print(f"`{name}` rehearsal: {took}{sum(jobs.values())} jobs")
     print()
@@ -73,9 +80,10 @@ def table(workdir: Path, name: str, wall: float | None = None) -> None:
             print(f"| {rule} | {jobs[rule]} | host jobs | — | — | — |")
             continue
         seconds = [s for s, _ in rows]
+        peak = max(served[rule], *(r for _, r in rows))
         print(
             f"| {rule} | {jobs[rule]} | {sum(seconds):.0f} | {statistics.mean(seconds):.1f} | {max(seconds):.0f}"
-            f" | {max(r for _, r in rows):.0f} |"
+            f" | {peak:.0f} |"
         )
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparsecl.server import PEAK_RSS
+
 from .stage_helpers import make_run
 
 LAUNCHER = [sys.executable, "-m", "sparsecl.launcher"]
@@ -59,6 +61,18 @@ def test_a_stage_run_by_the_server_writes_the_same_bytes_in_the_jobs_directory(s
         result = sparsecl(["run-config", "--json", payload, "--out", f"{name}.yaml"], tmp_path, via)
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "served.yaml").read_bytes() == (tmp_path / "local.yaml").read_bytes()
+
+
+def test_a_served_job_that_succeeds_ends_its_log_with_its_own_peak_memory(server, tmp_path):
+    config, _, _ = make_run(tmp_path / "setup")
+    settings = yaml.safe_load(config.read_text())
+    settings.pop("config_hash")
+    args = ["run-config", "--json", json.dumps(settings), "--out", "c.yaml"]
+    served, local = sparsecl(args, tmp_path, server), sparsecl(args, tmp_path)
+    assert served.returncode == local.returncode == 0
+    *_, last = served.stderr.splitlines()
+    assert last.startswith(PEAK_RSS) and float(last.removeprefix(PEAK_RSS)) > 50  # torch is loaded in it
+    assert PEAK_RSS not in local.stderr  # a job in its own process: the benchmark file measures it
 
 
 def test_without_a_reachable_server_the_command_runs_in_its_own_process(tmp_path):

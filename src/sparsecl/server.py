@@ -5,6 +5,8 @@ and what torch loads on a job's first optimiser step), runs nothing else with th
 pool, no CUDA, so forking is safe), and listens on a Unix socket. For each request it forks a child that takes over the job's standard streams, working
 directory, environment and argument list and runs the CLI exactly as a fresh process would;
 the child reports its pid, then its exit status, and dies with its job if the job goes away.
+A job that succeeds ends its log with its peak resident memory (PEAK_RSS): Snakemake's `benchmark:` file
+measures the forwarding client, not the process that ran the job.
 The server exits when its parent (the Snakemake process) does, or after `idle` seconds
 without a request.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -22,6 +25,8 @@ from pathlib import Path
 
 from .errors import DataError
 from .launcher import HEADER, STATUS
+
+PEAK_RSS = "sparsecl: peak RSS of the job's process (MB):"
 
 PRELOAD = (
     "torch",
@@ -122,6 +127,8 @@ def _child(conn: socket.socket) -> None:
         print(f"sparsecl: internal error: {type(err).__name__}: {err}", file=sys.stderr)
     finally:
         try:
+            if status == 0:  # an error stays the one line it is
+                print(f"{PEAK_RSS} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
             conn.sendall(STATUS.pack(1, status))

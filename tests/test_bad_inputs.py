@@ -1090,8 +1090,9 @@ def test_a_hand_edited_run_config_stops_its_jobs_and_the_advice_given_remakes_it
 
 
 # ---------------------------------------------------------------- further config and option refusals
-# Mistakes that once produced numbers (a repeated run, a thread count of zero), an internal error
-# (a synthetic dataset of no images) or a vague answer ("failed after 0 attempts").
+# Mistakes that once produced numbers (a repeated run, a note or class order ignored, a thread
+# count of zero), an internal error (a synthetic dataset of no images) or a vague answer ("failed
+# after 0 attempts").
 
 MORE_CONFIG_CASES = [
     ("a seed given twice", lambda c: c.update(seeds=[0, 0]), "seeds: [0, 0] repeats a value; expected each value once"),
@@ -1101,11 +1102,16 @@ MORE_CONFIG_CASES = [
      "experiments.ft.grid: [0.1] and [0.1000001] both name the point 'lr=0.1'"),
     ("grid values that make one point name across keys", experiment(method="dst", grid={"method_args.density": [0.2, 0.2000001], "train.lr": [0.1]}),
      "experiments.ft.grid: [0.2, 0.1] and [0.2000001, 0.1] both name the point 'density=0.2,lr=0.1'"),
+    # settings that would be ignored without a word
+    ("a note for a paper no experiment reproduces", lambda c: (experiment(paper="Tickets (2021)")(c), c.update(papers={"Tickets 2021": {"note": "n"}})),
+     "papers.Tickets 2021: no experiment reproduces 'Tickets 2021', so its note would be lost; expected one of: Tickets (2021)"),
+    ("a class order on data steps", experiment(method="multistep", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1], "class_order": "permuted"}),
+     "experiments.ft.scenario.class_order: a data-incremental scenario (kind: data) has every class in every step"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("mutate, message", [c[1:] for c in MORE_CONFIG_CASES], ids=[c[0] for c in MORE_CONFIG_CASES])
-def test_a_config_that_names_one_run_twice_is_one_config_error_line(mutate, message):
+def test_a_config_that_repeats_a_run_or_a_setting_it_ignores_is_one_config_error_line(mutate, message):
     test_a_config_mistake_is_one_config_error_line(mutate, message)
 
 

@@ -242,6 +242,13 @@ def plan_ledger(config: dict, planned: list[PlannedRun]) -> list[dict[str, Any]]
     per task; a claim's `experiment/point` must name a point of the config when its experiment is
     in it (an experiment the config does not run leaves the claim "not run").
     """
+    papers = sorted({p.paper for p in planned} - {""})
+    for paper in config.get("papers", {}):
+        if paper not in papers:
+            raise ConfigError(
+                f"papers.{paper}: no experiment reproduces {paper!r}, so its note would be lost;"
+                f" expected one of: {', '.join(papers) or 'none (no experiment names a paper)'}"
+            )
     points = {(p.run.experiment, p.run.point): p for p in planned}
     by_experiment: dict[str, list[str]] = {}
     for experiment, point in points:

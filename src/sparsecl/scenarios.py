@@ -73,6 +73,11 @@ class ScenarioSpec:
         if self.kind == "class" and self.chunks:
             raise ConfigError(f"{where}.chunks: only a data-incremental scenario (kind: data) has chunks")
         if self.kind == "data":
+            if self.class_order != "natural":
+                raise ConfigError(
+                    f"{where}.class_order: a data-incremental scenario (kind: data) has every class in every step;"
+                    " expected none (the classes keep their label order)"
+                )
             if len(self.chunks) != self.num_tasks or any(c <= 0 for c in self.chunks):
                 raise ConfigError(f"{where}.chunks: expected {self.num_tasks} positive sizes, got {list(self.chunks)}")
             return

@@ -543,3 +543,13 @@ def test_the_paper_config_plans_both_datasets_both_splits_and_their_baselines_wi
             assert config["experiments"][entry["right"].split("/")[0]]["method"] == "finetune"
         budget = config["experiments"][budget_claim["right"].split("/")[0]]["train"]["epochs"]
         assert budget == 2 * experiment["train"]["epochs"]  # train + sst, aod + sst_msl per step
+
+
+def test_the_demo_fine_tunes_its_chunks_also_with_multisteps_epochs_a_step():
+    root = Path(__file__).resolve().parents[1]
+    demo = yaml.safe_load((root / "config/config.yaml").read_text())["experiments"]
+    method, budget = demo["multistep"], demo["multistep_finetune_budget"]
+    assert budget["method"] == "finetune" and "stage_train" not in method.get("method_args", {})
+    for key in ("dataset", "backbone", "backbone_args", "scenario"):
+        assert budget[key] == method[key], key
+    assert budget["train"] == {**method["train"], "epochs": 2 * method["train"]["epochs"]}  # two stages a step

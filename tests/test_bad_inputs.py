@@ -1092,7 +1092,7 @@ def test_a_hand_edited_run_config_stops_its_jobs_and_the_advice_given_remakes_it
 # ---------------------------------------------------------------- further config and option refusals
 # Mistakes that once produced numbers (a repeated run, a note or class order ignored, a thread
 # count of zero), an internal error (a synthetic dataset of no images) or a vague answer ("failed
-# after 0 attempts").
+# after 0 attempts", a bare regular expression).
 
 MORE_CONFIG_CASES = [
     ("a seed given twice", lambda c: c.update(seeds=[0, 0]), "seeds: [0, 0] repeats a value; expected each value once"),
@@ -1107,6 +1107,13 @@ MORE_CONFIG_CASES = [
      "papers.Tickets 2021: no experiment reproduces 'Tickets 2021', so its note would be lost; expected one of: Tickets (2021)"),
     ("a class order on data steps", experiment(method="multistep", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1], "class_order": "permuted"}),
      "experiments.ft.scenario.class_order: a data-incremental scenario (kind: data) has every class in every step"),
+    # a pattern or a reserved word said in words
+    ("a device the config cannot name", lambda c: c.update(device="tpu"), "device: 'tpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'; expected auto, cpu, cuda or cuda:N"),
+    ("a config named like a results folder", lambda c: c.update(name="runs"), "name: 'runs' is reserved; expected a name other than: runs, tables"),
+    ("an experiment name with a space", lambda c: c["experiments"].update({"my ft": c["experiments"].pop("ft")}),
+     "experiments: 'my ft' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'; expected letters, digits, - and _"),
+    ("a claim about an experiment without its point", reported(kind="claim", claim="c", left="ft", op=">=", right="ft/default"),
+     "experiments.ft.reported.0.left: 'ft' does not match '^[^/]+/[^/]+$'; expected experiment/point"),
 ]  # fmt: skip
 
 

@@ -165,6 +165,10 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         return f"{path}: {error.instance!r} is not allowed; expected a finite number"
     if error.validator == "type" and error.validator_value == "integer" and isinstance(error.instance, float):
         return f"{path}: {error.instance!r} is not an integer; write it without a decimal point"
+    if error.validator == "pattern" and "expected" in error.schema:
+        return f"{path}: {error.message}; expected {error.schema['expected']}"
+    if error.validator == "not" and "enum" in error.validator_value:
+        return f"{path}: {error.instance!r} is reserved; expected a name other than: {', '.join(error.validator_value['enum'])}"
     if error.validator == "uniqueItems":
         return f"{path}: {error.instance!r} repeats a value; expected each value once (a repeat is the same run)"
     if error.validator == "enum":

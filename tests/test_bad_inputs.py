@@ -1145,6 +1145,15 @@ MORE_CLI_CASES = [
     Case("a download with negative retries", lambda w, t: retrying(t, -1), "Invalid value for '--retries'", 2),
     Case("a stage server that idles no time", lambda w, t: serve(t, "0"), "Invalid value for '--idle'", 2),
     Case("a stage server idling NaN seconds", lambda w, t: serve(t, "nan"), "Invalid value for '--idle'", 2),
+    # a run config written or edited outside the workflow
+    Case("a run config with lr: .nan, its hash recomputed", lambda w, t: train(w, t, config=run_config(w, t, setting("train", "lr", float("nan")))),
+         "config.yaml: train.lr: nan is not allowed; expected a finite number"),
+    Case("a run config with a batch size of 0", lambda w, t: train(w, t, config=run_config(w, t, setting("train", "batch_size", 0))),
+         "config.yaml: train.batch_size: expected an integer >= 1, got 0"),
+    Case("run-config --json with an infinite momentum", lambda w, t: run_config_call(w, t, run_json(w, setting("train", "momentum", float("inf")))),
+         "train.momentum: inf is not allowed; expected a finite number"),
+    Case("run-config --json with a NaN method argument", lambda w, t: run_config_call(w, t, run_json(w, setting("", "method_args", {"density": float("nan")}))),
+         "method_args.density: nan is not allowed"),
 ]  # fmt: skip
 
 

@@ -8,6 +8,7 @@ This module is torch-free so that the workflow can import it at DAG-build time.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import UnionType
@@ -77,6 +78,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = dict(data)
+        _check_finite(data, "")
         try:
             data["scenario"] = build_typed(ScenarioSpec, data.get("scenario", {}), "scenario")
             data["train"] = build_typed(TrainConfig, data.get("train", {}), "train")
@@ -85,7 +87,19 @@ class RunConfig:
             raise ConfigError(f"run config: {err}") from None
         if run.protocol not in PROTOCOLS:
             raise ConfigError(f"protocol: expected one of {PROTOCOLS}, got {run.protocol!r}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(run.train, key) < 1:
+                raise ConfigError(f"train.{key}: expected an integer >= 1, got {getattr(run.train, key)}")
         return run
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """A NaN or infinity anywhere in a run config (JSON and YAML both spell them) trains at chance."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not allowed; expected a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_finite(item, f"{where}.{key}" if where else str(key))
 
 
 def build_typed(cls: type, data: dict[str, Any], where: str):

@@ -182,9 +182,15 @@ def test_a_passed_on_file_of_another_run_task_or_without_provenance_is_refused_i
     torch.save({"state_dict": load_torch(init["rewind"])["state_dict"]}, bare)
     with pytest.raises(DataError, match=re.escape(f"{bare}: not a weights file written by sparsecl (no provenance)")):
         again.stage(1, "train", start, unlabeled=td.dir(1, "retrieve") / "unlabeled.pt", rewind=bare)
+    pruned = td.dir(0, "prune1") / "model.pt"
+    with pytest.raises(DataError, match=re.escape(f"{pruned}: weights file of stage 'prune1', expected stage 'train'")):
+        again.stage(1, "train", start, unlabeled=td.dir(1, "retrieve") / "unlabeled.pt", rewind=pruned)
     bu_again = Run(tmp_path / "bu", bu.digits, "tickets_bu", **bu.config.method_args)
     with pytest.raises(DataError, match="model.pt: model file of task 0, expected task 1$"):
         bu_again.stage(1, "ticket", bu.dir(0, "train"), masks=bu.dir(0, "imp2"), dense=bu.dir(0, "train") / "model.pt")
+    ticket = bu.dir(1, "ticket") / "model.pt"
+    with pytest.raises(DataError, match=re.escape(f"{ticket}: model file of stage 'ticket', expected stage 'train'")):
+        bu_again.stage(1, "ticket", bu.dir(0, "train"), masks=bu.dir(0, "imp2"), dense=ticket)
     assert not list(tmp_path.glob("**/task1/*/*.pt"))  # refused before anything was written
 
 
@@ -208,7 +214,9 @@ def test_a_rewind_resets_only_the_conv_weights_and_keeps_the_mask(td, mode):
     ctx = SimpleNamespace(
         model=model, device=CPU, generator=torch.Generator().manual_seed(0), task=1, stage="train",
         inputs={"rewind": sources[mode]} if mode in sources else {}, log=lambda _: None,
-        stage_input=lambda name, tasks, what: load_stage_file(sources[mode], td.config, scenario, CPU, tasks, what),
+        stage_input=lambda name, tasks, what, stage: load_stage_file(
+            sources[mode], td.config, scenario, CPU, tasks, what, stage
+        ),
     )  # fmt: skip
     rewind(ctx, mode, masks)
     after, convs = model.state_dict(), conv_parameters(model)

@@ -1107,6 +1107,10 @@ MORE_CONFIG_CASES = [
      "papers.Tickets 2021: no experiment reproduces 'Tickets 2021', so its note would be lost; expected one of: Tickets (2021)"),
     ("a class order on data steps", experiment(method="multistep", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1], "class_order": "permuted"}),
      "experiments.ft.scenario.class_order: a data-incremental scenario (kind: data) has every class in every step"),
+    ("a stage's learning rate of NaN", experiment(method="multistep", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1]}, method_args={"stage_train": {"sst": {"lr": float("nan")}}}),
+     "experiments.ft.method_args.stage_train.sst.lr: nan is not allowed; expected a finite number"),
+    ("a stage of no epochs", experiment(method="multistep", scenario={"kind": "data", "num_tasks": 2, "chunks": [1, 1]}, method_args={"stage_train": {"aod": {"epochs": 0}}}),
+     "experiments.ft.method_args.stage_train.aod.epochs: 0 is less than the minimum of 1"),
     # a pattern or a reserved word said in words
     ("a device the config cannot name", lambda c: c.update(device="tpu"), "device: 'tpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'; expected auto, cpu, cuda or cuda:N"),
     ("a config named like a results folder", lambda c: c.update(name="runs"), "name: 'runs' is reserved; expected a name other than: runs, tables"),

@@ -220,11 +220,25 @@ def plan_runs(config: dict, schema: dict) -> list[PlannedRun]:
             for key, value in zip(keys, values):
                 _set_dotted(settings, key, value)
             settings = validate({"experiments": {name: settings}}, schema)["experiments"][name]
+            _check_stage_train(name, settings, schema)
             paper = settings.get("paper", PAPERS.get(settings["method"], ""))
             for seed in seeds:
                 planned.append(PlannedRun(_run_config(name, point, seed, settings), paper))
     _check_paper_slugs(planned)
     return planned
+
+
+def _check_stage_train(name: str, settings: dict, schema: dict) -> None:
+    """A stage's `train` overrides (multistep's `method_args.stage_train`) meet the bounds of `train`."""
+    for stage, overrides in settings["method_args"].get("stage_train", {}).items():
+        merged = {**settings, "train": {**settings["train"], **overrides}}
+        try:
+            validate({"experiments": {name: merged}}, schema)
+        except ConfigError as err:
+            where = f"experiments.{name}.train."
+            raise ConfigError(
+                str(err).replace(where, f"experiments.{name}.method_args.stage_train.{stage}.", 1)
+            ) from None
 
 
 def _check_paper_slugs(planned: list[PlannedRun]) -> None:

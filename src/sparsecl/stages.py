@@ -26,8 +26,8 @@ from .io import (
 )
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
+from .models.weights import maskable_parameters
 from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
-from .sparse import maskable_parameters
 from .stage_files import check_masks_fit, file_provenance, load_stage_file, load_weights
 
 

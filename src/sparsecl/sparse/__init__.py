@@ -3,6 +3,7 @@
 networks and the task mask file (`masks`); mask statistics (`stats`); the dynamic sparse training
 update (`dst`) and the per-task training hooks built on them (`trainer`)."""
 
+from ..models.weights import maskable_parameters
 from .masks import (
     FREE,
     MaskFile,
@@ -10,7 +11,6 @@ from .masks import (
     erk_densities,
     freeze_used_gradients,
     layer_densities,
-    maskable_parameters,
     merge_into,
     random_masks,
     reinitialise,

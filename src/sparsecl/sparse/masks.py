@@ -16,16 +16,6 @@ import torch.nn as nn
 FREE = 255  # owner-map value of a weight no task has used yet (uint8 allows 255 tasks)
 
 
-def maskable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Every conv and linear weight (first conv, shortcuts and classifier included); never biases
-    or normalisation parameters. This is the set both sparse papers mask."""
-    params = {}
-    for module_name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            params[f"{module_name}.weight" if module_name else "weight"] = module.weight
-    return params
-
-
 def uniform_densities(shapes: dict[str, tuple[int, ...]], density: float) -> dict[str, float]:
     return {name: density for name in shapes}
 

@@ -118,6 +118,13 @@ def _code(tree: ast.Module) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
+def parse_all(root: Path = ROOT) -> None:
+    """Parse every module of the package once: a warm process's forked jobs then fingerprint the
+    code they run (their resume files carry it) without parsing it again."""
+    for path in sorted(root.rglob("*.py")):
+        _analysis(path, root)
+
+
 def fingerprint(entries: Iterable[str], root: Path = ROOT) -> str:
     digest = hashlib.sha256()
     for path in sorted(closure(entries, root)):

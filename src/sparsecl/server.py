@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from .errors import DataError
+from .fingerprint import parse_all
 from .launcher import HEADER, STATUS
 
 PEAK_RSS = "sparsecl: peak RSS of the job's process (MB):"
@@ -57,6 +58,7 @@ def serve(address: Path, idle: float = 600.0, parent: int | None = None) -> None
     for name in PRELOAD:
         importlib.import_module(name)
     _warm_up()
+    parse_all()
     address.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(address))

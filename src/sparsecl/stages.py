@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .config import RunConfig, load_run_config, write_run_config  # noqa: F401 (the run-config stage)
@@ -28,6 +27,7 @@ from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .models.weights import maskable_parameters
 from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
+from .seeds import seed_stream
 from .stage_files import check_masks_fit, file_provenance, load_stage_file, load_weights
 
 
@@ -92,11 +92,6 @@ def load_masks(path: Path, run: RunConfig, scenario, device, tasks: tuple[int, .
     return saved
 
 
-def task_generator_seed(run: RunConfig, task: int, purpose: int = 0) -> int:
-    """Independent, reproducible streams per (run seed, task, purpose)."""
-    return int(np.random.SeedSequence([run.seed, task, purpose]).generate_state(1)[0])
-
-
 def train(
     run_config: Path,
     data_dir: Path,
@@ -143,7 +138,7 @@ def train(
     if prev_masks is not None:
         masks = load_masks(prev_masks, run, scenario, device, earlier, model)
     check_writable(out_model, out_masks, out_log, resume_path, *([out_eval] if out_eval else []))
-    generator = seed_everything(task_generator_seed(run, task), device)
+    generator = seed_everything(seed_stream(run.seed, task, 0), device)
     ctx = TaskContext(
         run=run,
         task=task,
@@ -228,7 +223,7 @@ def evaluate(
     saved = load_stage_file(model_path, run, scenario, device, (task,), "model")
     load_weights(model, saved, model_path)
     masks = [load_masks(p, run, scenario, device, (t,), model) for t, p in enumerate(masks_paths)]
-    generator = seed_everything(task_generator_seed(run, task, purpose=1), device)
+    generator = seed_everything(seed_stream(run.seed, task, 1), device)
     ctx = EvalContext(
         run=run,
         task=task,

@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import RunConfig, method_args
@@ -49,6 +48,7 @@ from ..engine import make_optimizer, make_scheduler, train_epoch
 from ..engine.loop import LossFn, sliced_cross_entropy
 from ..errors import ConfigError, DataError
 from ..models import create_backbone
+from ..seeds import seed_stream
 from ..sparse import (
     MaskFile,
     apply_masks,
@@ -115,10 +115,6 @@ class Pruned(Exception):
     """Raised from inside the training pass when the pruner stops a trial."""
 
 
-def stream_seed(run: RunConfig, task: int, purpose: int, trial: int = 0) -> int:
-    return int(np.random.SeedSequence([run.seed, task, purpose, trial]).generate_state(1)[0])
-
-
 class TaskTrainer:
     """Trains the trials of one task from the shared network, logs them, keeps the best completed one.
 
@@ -175,10 +171,10 @@ class TaskTrainer:
         ctx, cfg, faithful = self.ctx, self.ctx.run.train, self.ctx.run.protocol == "faithful"
         started = time.perf_counter()
         if ctx.task == 0:  # every trial of the first task starts from its own initialisation
-            ctx.model.load_state_dict(self.fresh_weights(stream_seed(ctx.run, ctx.task, INIT, number)))
+            ctx.model.load_state_dict(self.fresh_weights(seed_stream(ctx.run.seed, ctx.task, INIT, number)))
         else:
             ctx.model.load_state_dict(self.shared)
-        mask = self.draw_mask(density, stream_seed(ctx.run, ctx.task, MASK, number))
+        mask = self.draw_mask(density, seed_stream(ctx.run.seed, ctx.task, MASK, number))
         apply_masks(self.params, mask)
         restore = {} if faithful else self.frozen  # standard: frozen weights end every step where they started
         start = {name: self.params[name].detach().clone() for name in restore}
@@ -195,7 +191,7 @@ class TaskTrainer:
                 self.params[name].copy_(torch.where(frozen, start[name], self.params[name]))
             monitor.after_step()
 
-        generator = torch.Generator(device=ctx.device).manual_seed(stream_seed(ctx.run, ctx.task, STREAM, number))
+        generator = torch.Generator(device=ctx.device).manual_seed(seed_stream(ctx.run.seed, ctx.task, STREAM, number))
         pruned = False
         try:
             train_epoch(
@@ -275,7 +271,7 @@ def adaptive_search(trainer: TaskTrainer, args: FocilArgs) -> None:
     ctx = trainer.ctx
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.RandomSampler(seed=stream_seed(ctx.run, ctx.task, SAMPLER)),
+        sampler=optuna.samplers.RandomSampler(seed=seed_stream(ctx.run.seed, ctx.task, SAMPLER, 0)),
         pruner=optuna.pruners.SuccessiveHalvingPruner(),
     )
 

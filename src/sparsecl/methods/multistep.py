@@ -28,7 +28,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import RunConfig
@@ -37,6 +36,7 @@ from ..engine.loop import LossFn, sliced_cross_entropy
 from ..errors import ConfigError, DataError
 from ..multistep_config import STAGES, MultistepArgs, stage_run_config, stages_of_step, teachers
 from ..scenarios import Scenario
+from ..seeds import seed_stream
 from ..sparse.channels import (
     ChannelMasks,
     batch_norms,
@@ -205,5 +205,4 @@ def _result(ctx: TaskContext, rows: list[dict], unimportant: ChannelMasks, **sta
 
 
 def _stream(ctx: TaskContext, purpose: int) -> int:
-    stage = STAGES.index(ctx.stage)
-    return int(np.random.SeedSequence([ctx.run.seed, ctx.task, purpose, stage]).generate_state(1)[0])
+    return seed_stream(ctx.run.seed, ctx.task, purpose, STAGES.index(ctx.stage))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from sparsecl.sparse.dst import (
+    drop_smallest,
     grow,
     growth_scores,
-    magnitude_prune,
     prune_fraction,
     random_choice,
 )
@@ -31,27 +31,27 @@ def test_prune_fraction_is_cosine_annealed_from_the_initial_to_the_final_rate():
     assert prune_fraction(100, 100, 0.5, 0.005) == pytest.approx(0.005)
 
 
-def test_magnitude_prune_thresholds_over_all_entries_including_masked_out_zeros():
+def test_drop_smallest_thresholds_over_all_entries_including_masked_out_zeros():
     # 6 active weights (one of them exactly 0), 2 masked out; rate 0.5 -> q = 3, z = 2:
     # tau = 5th smallest |W| = 0.2, so 0.1, the in-mask 0 and the 0.2 itself go.
     w = torch.tensor([0.0, 0.5, -0.1, 0.3, 0.0, 0.2, 0.0, -0.8])
     mask = torch.tensor([F, T, T, T, T, T, F, T])
-    kept, removed = magnitude_prune(w, mask, 0.5)
+    kept, removed = drop_smallest(w, mask, 0.5)
     assert positions(kept) == [1, 3, 7]
     assert removed == 3
 
 
-def test_magnitude_prune_removes_every_weight_tied_at_the_threshold():
+def test_drop_smallest_removes_every_weight_tied_at_the_threshold():
     w = torch.tensor([0.1, 0.2, -0.2, 0.4])
     mask = torch.ones(4, dtype=torch.bool)
-    assert positions(magnitude_prune(w, mask, 0.25)[0]) == [1, 2, 3]  # q = 1
-    kept, removed = magnitude_prune(w, mask, 0.5)  # q = 2, tau = 0.2: both 0.2s go
+    assert positions(drop_smallest(w, mask, 0.25)[0]) == [1, 2, 3]  # q = 1
+    kept, removed = drop_smallest(w, mask, 0.5)  # q = 2, tau = 0.2: both 0.2s go
     assert positions(kept) == [3] and removed == 3
 
 
-def test_magnitude_prune_with_nothing_to_prune_still_drops_zero_valued_weights():
+def test_drop_smallest_with_nothing_to_prune_still_drops_zero_valued_weights():
     w = torch.tensor([0.3, 0.0, 0.7])
-    kept, removed = magnitude_prune(w, torch.tensor([T, T, T]), 0.0)
+    kept, removed = drop_smallest(w, torch.tensor([T, T, T]), 0.0)
     assert positions(kept) == [0, 2] and removed == 1
 
 

@@ -30,7 +30,7 @@ from sparsecl.methods.tickets_td import rewind
 from sparsecl.methods.tickets_unlabeled import HELD_OUT_DEVIATION, frozen_views, normalise
 from sparsecl.models import create_backbone
 from sparsecl.scenarios import ScenarioSpec, load_scenario
-from sparsecl.sparse.imp import conv_parameters, magnitude_prune, remaining_percent
+from sparsecl.sparse.imp import conv_parameters, prune_smallest_global, remaining_percent
 from sparsecl.stage_files import load_stage_file
 
 from .stage_helpers import digits_and_scenario
@@ -414,8 +414,8 @@ def test_faithful_td_prune1_ranks_the_best_validation_weights_from_task_1_on_and
     before = load_torch(faithful.dir(task, "train") / "masks.pt").get("mask") or {
         n: torch.ones_like(w, dtype=torch.bool) for n, w in best.items()
     }
-    expected = magnitude_prune(best if ranks == "best-validation" else last, before, 0.2)
-    other = magnitude_prune(last if ranks == "best-validation" else best, before, 0.2)
+    expected = prune_smallest_global(best if ranks == "best-validation" else last, before, 0.2)
+    other = prune_smallest_global(last if ranks == "best-validation" else best, before, 0.2)
     assert any(not torch.equal(expected[n], other[n]) for n in expected)  # the pair tells the sources apart
     ranked = {"ranked": faithful.dir(task, "train") / "model.pt"} if task else {}
     out = faithful.stage(task, "prune1", faithful.dir(task, "train"), model="last.pt", **ranked)

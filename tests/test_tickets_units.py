@@ -19,7 +19,7 @@ from sparsecl.methods.tickets_bu import BUArgs, imp_decision, regrow_decision
 from sparsecl.methods.tickets_teaching import Balance, StreamLogits, kd_loss, lottery_loss
 from sparsecl.methods.tickets_unlabeled import embed, frozen_views, greedy_knn, normalise, teacher_logits
 from sparsecl.models import create_backbone
-from sparsecl.sparse.imp import conv_parameters, dense_masks, magnitude_prune, prune_count, remaining_percent
+from sparsecl.sparse.imp import conv_parameters, dense_masks, prune_count, prune_smallest_global, remaining_percent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,14 +142,14 @@ def random_convs(seed: int = 0, width: int = 16) -> dict[str, torch.Tensor]:
 def test_one_prune_removes_exactly_a_fifth_of_the_remaining_conv_weights_the_smallest_ones():
     params = random_convs()
     before = {n: p.detach().clone() for n, p in params.items()}
-    masks = magnitude_prune(params, dense_masks(params), 0.2)
+    masks = prune_smallest_global(params, dense_masks(params), 0.2)
     total = count(params.values())
     assert total - sum(int(m.sum()) for m in masks.values()) == round(0.2 * total)
     kept = torch.cat([p.abs().flatten()[m.flatten()] for p, m in zip(params.values(), masks.values())])
     removed = torch.cat([p.abs().flatten()[~m.flatten()] for p, m in zip(params.values(), masks.values())])
     assert removed.max() <= kept.min()
     assert all(torch.equal(params[n], before[n]) for n in params)  # pruning only decides the masks
-    again = magnitude_prune(params, masks, 0.2)
+    again = prune_smallest_global(params, masks, 0.2)
     remaining = sum(int(m.sum()) for m in masks.values())
     assert remaining - sum(int(m.sum()) for m in again.values()) == round(0.2 * remaining)
     assert all(not (again[n] & ~masks[n]).any() for n in masks)  # pruned weights stay pruned
@@ -164,15 +164,15 @@ def test_the_figures_top_down_schedule_gives_its_printed_densities():
     masks, densities = dense_masks(params), []
     for prunes in (1, 1, 3, 4, 5):
         for _ in range(prunes):
-            masks = magnitude_prune(params, masks, 0.2)
+            masks = prune_smallest_global(params, masks, 0.2)
         densities.append(f"{remaining_percent(masks):.2f}")
     assert densities == ["80.00", "64.00", "32.77", "13.42", "4.40"]
 
 
 def test_pruning_outside_a_protected_ticket_never_removes_a_ticket_weight():
     params = random_convs(1)
-    ticket = magnitude_prune(params, dense_masks(params), 0.9)
-    grown = magnitude_prune(params, dense_masks(params), 0.2, protected=ticket)
+    ticket = prune_smallest_global(params, dense_masks(params), 0.9)
+    grown = prune_smallest_global(params, dense_masks(params), 0.2, protected=ticket)
     outside = count(params.values()) - sum(int(m.sum()) for m in ticket.values())
     assert all(not (ticket[n] & ~grown[n]).any() for n in ticket)
     assert count(params.values()) - sum(int(m.sum()) for m in grown.values()) == round(0.2 * outside)

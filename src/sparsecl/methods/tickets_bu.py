@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sparse import apply_masks
-from ..sparse.imp import conv_parameters, dense_masks, magnitude_prune, prune_count, remaining_percent
+from ..sparse.imp import conv_parameters, dense_masks, prune_count, prune_smallest_global, remaining_percent
 from .base import TaskContext, TaskResult, register_method
 from .tickets import (
     PruneArgs,
@@ -121,7 +121,7 @@ class TicketsBU(TicketsMethod):
         split, batch, t = stopping_split(ctx), ctx.run.train.eval_batch_size, ctx.task
         a_base = split.joint(ctx.model, t, batch) if round_ == 1 else ctx.prev_extra["a_base"]
         params = conv_parameters(ctx.model)
-        masks = magnitude_prune(params, start, args.prune_fraction, protected=protected)
+        masks = prune_smallest_global(params, start, args.prune_fraction, protected=protected)
         apply_masks(params, masks)
         trained = train_current_task(
             ctx,

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..sparse import apply_masks, reinitialise
-from ..sparse.imp import Masks, conv_parameters, dense_masks, magnitude_prune, remaining_percent
+from ..sparse.imp import Masks, conv_parameters, dense_masks, prune_smallest_global, remaining_percent
 from .base import TaskContext, TaskResult, register_method
 from .tickets import (
     PruneArgs,
@@ -137,7 +137,7 @@ class TicketsTD(TicketsMethod):
             )
         params = conv_parameters(ctx.model)
         ranked, source = ranked_weights(ctx, round_, params)
-        masks = magnitude_prune(ranked, current_masks(ctx), args.prune_fraction)
+        masks = prune_smallest_global(ranked, current_masks(ctx), args.prune_fraction)
         apply_masks(params, masks)
         remaining = remaining_percent(masks)
         ctx.log(

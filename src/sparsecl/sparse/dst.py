@@ -46,8 +46,8 @@ def prune_fraction(step: int, total_steps: int, initial: float, final: float) ->
 
 
 @torch.no_grad()
-def magnitude_prune(weight: torch.Tensor, mask: torch.Tensor, rate: float) -> tuple[torch.Tensor, int]:
-    """The mask after removing the smallest-magnitude connections, and how many were removed."""
+def drop_smallest(weight: torch.Tensor, mask: torch.Tensor, rate: float) -> tuple[torch.Tensor, int]:
+    """DST's drop step on one layer: the mask without its smallest-magnitude connections, and how many went."""
     active = nnz(mask)
     q = math.ceil(rate * active)
     magnitude = (weight * mask).abs()

@@ -30,7 +30,7 @@ def prune_count(candidates: int, fraction: float) -> int:
 
 
 @torch.no_grad()
-def magnitude_prune(
+def prune_smallest_global(
     params: dict[str, torch.Tensor], masks: Masks, fraction: float, protected: Masks | None = None
 ) -> Masks:
     """New masks without the `fraction` of candidate weights with the smallest |w| (global over layers)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .dst import canonical_growth, grow, growth_scores, magnitude_prune, nnz, prune_fraction
+from .dst import canonical_growth, drop_smallest, grow, growth_scores, nnz, prune_fraction
 from .masks import freeze_used_gradients, mask_factors
 
 
@@ -114,7 +114,7 @@ class SparseTrainer:
         masks = dict(self.masks)
         for name, param in self.params.items():
             old = self.masks[name]
-            kept, pruned[name] = magnitude_prune(param, old, rate)
+            kept, pruned[name] = drop_smallest(param, old, rate)
             new = grow(
                 schedule.growth,
                 kept,

@@ -28,6 +28,14 @@ from sparsecl.experiments import (  # noqa: E402
     validate,
 )
 
+
+def stop(message):
+    """A mistake found while planning (the config, where results go): one line on the console and
+    exit status 1, without Snakemake's traceback of the Snakefile."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 try:
     check_config_files(workflow.configfiles)
@@ -42,7 +50,7 @@ try:
     if REHEARSAL:  # the ledger keeps every entry; the points left out read "not run"
         PLANNED = rehearsal.covering_points(config, PLANNED)
 except ConfigError as err:
-    raise WorkflowError(f"config error: {err}") from None
+    stop(f"config error: {err}")
 RUNS = {p.run.run_id: p for p in PLANNED}
 # Each config writes under its own results root (sparsecl/roots.py), so a paper's tables, ledger
 # and plots never mix with another config's.
@@ -57,9 +65,7 @@ def check_output_roots(*roots_):
         if os.path.exists(root) and not (
             os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK)
         ):
-            raise WorkflowError(
-                f"{root}: expected a writable directory for the run's outputs"
-            )
+            stop(f"{root}: expected a writable directory for the run's outputs")
 
 
 check_output_roots(*sorted({RESULTS.split("/")[0], RESULTS, RESOURCES}))
@@ -339,7 +345,7 @@ def report_outputs():
 try:
     data_sources.check_overrides(config["data"]["sources"])
 except ConfigError as err:
-    raise WorkflowError(f"config error: {err}") from None
+    stop(f"config error: {err}")
 
 
 def data_sources_json():

@@ -125,13 +125,20 @@ def test_a_sparsity_stage_short_of_its_floor_is_a_warning_line_under_its_headlin
     curves = curve_rows().assign(method="multistep")
     curves = curves[curves["setting"] == "til"].assign(setting="data")
     step = curves["after_task"]
-    silenced = curves.assign(metric="silenced_pct", value=step.map({0: 60.0, 1: 10.0, 2: float("nan")})).dropna()
+    # seed 0 reaches the floor at step 1 and misses it at step 2; seed 1 misses it at step 1 only
+    values = {(0, 0): 60.0, (0, 1): 10.0, (1, 0): 20.0, (1, 1): 80.0}
+    silenced = curves[step < 2].assign(metric="silenced_pct")
+    silenced["value"] = [values[(seed, t)] for seed, t in zip(silenced["seed"], silenced["after_task"])]
     floor = silenced.assign(metric="silenced_floor_pct", value=25.0)
     text = summary_markdown(aggregate(metrics), aggregate_curves(pd.concat([curves, silenced, floor])), decimals=1)
     warnings = [line for line in text.splitlines() if "WARNING" in line]
     assert warnings == [
-        "> **WARNING** e / p, step 2: the sparsity stage switched off 10.0 % of its selected channels, below"
-        " `silenced_floor` 25.0 %: its sparsity term missed its target (raise `s` or the stage's epochs)."
+        "> **WARNING** e / p, step 1: the sparsity stage switched off 20.0 % of its selected channels in its"
+        " lowest seed (mean 40.0 % over 2), below `silenced_floor` 25.0 %: its sparsity term missed its target"
+        " (raise `s` or the stage's epochs).",
+        "> **WARNING** e / p, step 2: the sparsity stage switched off 10.0 % of its selected channels in its"
+        " lowest seed (mean 45.0 % over 2), below `silenced_floor` 25.0 %: its sparsity term missed its target"
+        " (raise `s` or the stage's epochs).",
     ]
     header = next(line for line in text.splitlines() if line.startswith("| experiment"))
     assert "| S silenced % after step 1 | S silenced % after step 2 |" in header

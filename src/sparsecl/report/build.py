@@ -48,7 +48,34 @@ def build_report(
     tables = [tables_dir / name for name in TABLES]
     check_writable(*tables)
     with all_or_none(*tables):
-        _write(metrics, curves, matrix_paths, agg, agg_curves, ledger, tables_dir, plots_dir, decimals, tolerance)
+        prov = provenance({"runs": sorted(metrics["run_id"].unique())})
+        write_parquet(tables_dir / "summary.parquet", agg, prov)
+        write_text(tables_dir / "summary.csv", agg.to_csv(index=False, float_format="%.4f"))
+        notice = f"> **{NOTICE}**\n\n" if rehearsal else ""
+        summary = notice + summary_markdown(agg, agg_curves, decimals)
+        write_text(tables_dir / "summary.md", summary)
+
+        entries, notes = ledger["entries"], ledger.get("papers", {})
+        results = Results(agg, agg_curves)
+        rows = ledger_rows(entries, results, tolerance, decimals) + no_value_rows(agg, entries, papers_of(agg, entries))
+        table = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+        write_text(tables_dir / "reproduction.csv", (f"# {NOTICE}\n" if rehearsal else "") + table.to_csv(index=False))
+        ledger_md = notice + _ledger_markdown(table, rows, notes, tolerance)
+        write_text(tables_dir / "reproduction.md", ledger_md)
+        # The report's pages: the summary opens with the ledger's verdict lines, the headline at a glance.
+        verdicts = "\n".join(["## Reproduction ledger: verdict per paper", "", *verdict_lines(rows, notes), ""])
+        first, _, rest = summary.partition("\n## ")
+        write_text(
+            tables_dir / "summary.html", markdown_page("Results", f"{first}\n{verdicts}\n## {rest}", numbers=True)
+        )
+        write_text(tables_dir / "reproduction.html", markdown_page("Reproduction ledger", ledger_md))
+
+        written = _plots(metrics, curves, matrix_paths, plots_dir)
+        for paper in sorted({e["paper"] for e in entries if "curve" in e}):
+            curve_entries = [e for e in entries if e["paper"] == paper and "curve" in e]
+            written.append(plots_dir / "ledger" / f"{paper_slug(paper)}.png")
+            ledger_curves(paper, curve_entries, results, written[-1])
+        _remove_stale_plots(plots_dir, written)
 
 
 TABLES = (
@@ -78,36 +105,6 @@ def _read(path: Path, reader, what: str) -> pd.DataFrame:
         return reader(path)
     except Exception as err:  # pandas and pyarrow raise many types for a damaged file
         raise DataError(f"{path}: not a readable {what} file ({type(err).__name__})") from None
-
-
-def _write(metrics, curves, matrix_paths, agg, agg_curves, ledger, tables_dir, plots_dir, decimals, tolerance) -> None:
-    rehearsal = bool(ledger.get("rehearsal"))
-    prov = provenance({"runs": sorted(metrics["run_id"].unique())})
-    write_parquet(tables_dir / "summary.parquet", agg, prov)
-    write_text(tables_dir / "summary.csv", agg.to_csv(index=False, float_format="%.4f"))
-    notice = f"> **{NOTICE}**\n\n" if rehearsal else ""
-    summary = notice + summary_markdown(agg, agg_curves, decimals)
-    write_text(tables_dir / "summary.md", summary)
-
-    entries, notes = ledger["entries"], ledger.get("papers", {})
-    results = Results(agg, agg_curves)
-    rows = ledger_rows(entries, results, tolerance, decimals) + no_value_rows(agg, entries, papers_of(agg, entries))
-    table = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
-    write_text(tables_dir / "reproduction.csv", (f"# {NOTICE}\n" if rehearsal else "") + table.to_csv(index=False))
-    ledger_md = notice + _ledger_markdown(table, rows, notes, tolerance)
-    write_text(tables_dir / "reproduction.md", ledger_md)
-    # The report's pages: the summary opens with the ledger's verdict lines, the headline at a glance.
-    verdicts = "\n".join(["## Reproduction ledger: verdict per paper", "", *verdict_lines(rows, notes), ""])
-    first, _, rest = summary.partition("\n## ")
-    write_text(tables_dir / "summary.html", markdown_page("Results", f"{first}\n{verdicts}\n## {rest}", numbers=True))
-    write_text(tables_dir / "reproduction.html", markdown_page("Reproduction ledger", ledger_md))
-
-    written = _plots(metrics, curves, matrix_paths, plots_dir)
-    for paper in sorted({e["paper"] for e in entries if "curve" in e}):
-        curve_entries = [e for e in entries if e["paper"] == paper and "curve" in e]
-        written.append(plots_dir / "ledger" / f"{paper_slug(paper)}.png")
-        ledger_curves(paper, curve_entries, results, written[-1])
-    _remove_stale_plots(plots_dir, written)
 
 
 def _remove_stale_plots(plots_dir: Path, written: list[Path]) -> None:

@@ -1,5 +1,6 @@
 """The GPU path in one run: correctness on CUDA (`pytest -m gpu`), training throughput, the cost of
-a DST update, the paper runs' projected wall times and their targets, and the workflow end to end
+a DST update, the training rate of every paper configuration's backbone at its input size and batch
+(`rehearsal.py project --gpu-rates`), the paper runs' projected wall times and their targets, and the workflow end to end
 on a synthetic CIFAR-100; one JSON and one log. Started by `gpu_check.sh`, which prepares the
 environment (see benchmarks/README.md, "GPU").
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 import yaml
 from gpu_throughput import UPDATE_GROWTHS_ALL, SpeedPlan, compile_probe, dst_updates, projections, targets, throughput
+from rehearsal import paper_rates  # every paper config's (backbone, dataset, batch): the projections' GPU column
 
 from sparsecl.data.synth import write_cifar100  # the exact upstream tarball format
 from sparsecl.io import read_parquet_provenance, write_json
@@ -51,17 +53,19 @@ class Plan:
     workflow_tasks: int
     workflow_cores: int
     compile: bool
+    paper_backbones: tuple[str, ...] | None  # the paper configs' backbones whose rates are measured; None: all
+    paper_steps: int  # timed training steps per paper-rate measurement
 
 
 BACKBONES = ("resnet18_seed", "mobilenetv2_seed", "preact_resnet18_tickets", "resnet110")
 GPU = Plan(
-    mode="gpu", device="cuda", budget_s=450,
-    caps={"correctness": 110, "throughput": 170, "dst_update": 25, "workflow": 130, "compile": 90},
+    mode="gpu", device="cuda", budget_s=465,
+    caps={"correctness": 110, "throughput": 140, "dst_update": 25, "paper_rates": 45, "workflow": 130, "compile": 90},
     speed=SpeedPlan(backbones=BACKBONES, measured=BACKBONES, batches=(64, 128, 256), precisions=("fp32", "bf16"),
                     target_batch=128, focil_batch=10, images=5000, workers=2, seconds=1.0, steps=None, warmup=5,
                     update_growths=UPDATE_GROWTHS_ALL, update_repeats=3),
     workflow_images=(10, 4), workflow_backbone={"backbone": "resnet18_seed"}, workflow_tasks=2, workflow_cores=8,
-    compile=True,
+    compile=True, paper_backbones=None, paper_steps=10,
 )  # fmt: skip
 SMOKE = Plan(  # idle, it needs about a minute
     mode="cpu-smoke", device="cpu", budget_s=None, caps={},
@@ -69,9 +73,9 @@ SMOKE = Plan(  # idle, it needs about a minute
                     precisions=("fp32", "bf16"), target_batch=8, focil_batch=4, images=64, workers=0, seconds=0.0,
                     steps=3, warmup=1, update_growths=(("random", False),), update_repeats=1),
     workflow_images=(2, 1), workflow_backbone={"backbone": "mlp", "backbone_args": {"hidden": [32]}},
-    workflow_tasks=1, workflow_cores=2, compile=False,
+    workflow_tasks=1, workflow_cores=2, compile=False, paper_backbones=("mlp",), paper_steps=1,
 )  # fmt: skip
-LATER = ("correctness", "throughput", "dst_update", "workflow")  # mandatory sections, in order
+LATER = ("correctness", "throughput", "dst_update", "paper_rates", "workflow")  # mandatory sections, in order
 
 
 class Check:
@@ -233,6 +237,7 @@ def main() -> None:
     check.section("throughput", lambda: throughput(plan.speed, device, check.cap("throughput"), check.log))
     check.section("dst_update", lambda: dst_updates(plan.speed, device, check.log))
     tp, updates = check.report.get("throughput", {}), check.report.get("dst_update", {})
+    check.section("paper_rates", lambda: paper_rates(plan.device, plan.paper_steps, plan.paper_backbones))
     check.section("projections", lambda: projections(tp, updates, plan.speed))
     check.section("targets", lambda: targets(tp, check.report["projections"], plan.speed, plan.mode == "gpu"))
     check.section("workflow", lambda: workflow(check))

@@ -3,18 +3,21 @@
     python benchmarks/rehearsal.py run config/papers/focil.yaml      # rehearse in a scratch folder
     python benchmarks/rehearsal.py table DIR config/papers/focil.yaml  # summarise a rehearsal in DIR
     python benchmarks/rehearsal.py project config/papers/focil.yaml  # the real run's training passes
+    python benchmarks/rehearsal.py project config/papers/focil.yaml --gpu-rates OUTDIR/gpu_check.json
 
 `run` and `table` print the rehearsal's jobs, wall time and, per rule, the job seconds Snakemake's
 `benchmark:` files recorded and the peak memory: the larger of the benchmark's and, for a job the
 stage server ran, the peak its forked process wrote as its log's last line. `project` counts the training image passes of the
 real run (images x epochs, x FOCIL's trials, + the tickets' retraining rounds; every multistep
 stage a full pass), per backbone, and divides them by a throughput measured here (forward and
-backward of the backbone at the dataset's input size on this machine's CPU); the GPU column is
-left for a GPU check to fill. Evaluation, retrieval and the per-job start are not in it.
+backward of the backbone at the dataset's input size on this machine's CPU) and, given the
+`gpu_check.json` of a GPU check, by the rate it measured for the same backbone, input size and
+batch size (bf16 autocast, as the engine trains on CUDA). Evaluation, retrieval and the per-job start are not in it.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -112,58 +115,118 @@ def passes(run) -> float:
     return sum(task_images) * factor
 
 
-def throughput(backbone: str, args: dict, shape: tuple[int, int, int], classes: int, batch: int = 32) -> float:
-    """Training images per second (forward + backward + SGD step) on this machine's CPU."""
+def throughput(
+    backbone: str,
+    args: dict,
+    shape: tuple[int, int, int],
+    classes: int,
+    batch: int = 32,
+    device: str = "cpu",
+    steps: int = 3,
+) -> float:
+    """Training images per second (forward + backward + SGD step): on the CPU in fp32, on CUDA
+    under the engine's bf16 autocast, timed between device synchronisations after a warm-up."""
     import torch
 
+    from sparsecl.engine import autocast
     from sparsecl.models import create_backbone
 
     torch.manual_seed(0)
-    model = create_backbone(backbone, classes, shape, **args)
+    target = torch.device(device)
+    model = create_backbone(backbone, classes, shape, **args).to(target)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.rand(batch, shape[2], shape[0], shape[1])
+    x = torch.rand(batch, shape[2], shape[0], shape[1], device=target)
     if backbone == "mlp":
         x = x.flatten(1)
-    y = torch.randint(0, classes, (batch,))
+    y = torch.randint(0, classes, (batch,), device=target)
 
     def step():
         optimiser.zero_grad()
-        out = model(x)
-        out = out if isinstance(out, torch.Tensor) else out[0]
-        torch.nn.functional.cross_entropy(out[:, :classes], y).backward()
+        with autocast(target):
+            out = model(x)
+            out = out if isinstance(out, torch.Tensor) else out[0]
+            loss = torch.nn.functional.cross_entropy(out[:, :classes], y)
+        loss.backward()
         optimiser.step()
 
-    step()
-    started, steps = time.perf_counter(), 3
+    for _ in range(1 if target.type == "cpu" else 3):
+        step()
+    if target.type == "cuda":
+        torch.cuda.synchronize(target)
+    started = time.perf_counter()
     for _ in range(steps):
         step()
+    if target.type == "cuda":
+        torch.cuda.synchronize(target)
     return steps * batch / (time.perf_counter() - started)
 
 
-def project(config: Path) -> None:
-    from sparsecl.data import get_dataset
+def training_shapes(config: Path) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """(backbone, its args as one YAML line, dataset) -> (training image passes of the real runs,
+    their most common training batch size)."""
     from sparsecl.experiments import load_schema, plan_runs
 
     schema = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
     planned = plan_runs(yaml.safe_load(config.read_text()), schema)
-    by_backbone: dict[tuple, float] = defaultdict(float)
+    image_passes: dict[tuple, float] = defaultdict(float)
+    batches: dict[tuple, list[int]] = defaultdict(list)
     for p in planned:
         run = p.run
         key = (run.backbone, yaml.safe_dump(run.backbone_args, default_flow_style=True).strip(), run.dataset)
-        by_backbone[key] += passes(run)
-    print(f"`{config.name}`: {len(planned)} runs")
+        image_passes[key] += passes(run)
+        batches[key].append(run.train.batch_size)
+    return {key: (n, statistics.mode(batches[key])) for key, n in image_passes.items()}
+
+
+def rate_key(backbone: str, args: str, dataset: str, batch: int) -> str:
+    """How a measured rate is named in `--gpu-rates`' JSON (`gpu_check.json`'s `paper_rates`)."""
+    return f"{backbone} {args} {dataset} batch {batch}"
+
+
+def paper_rates(device: str, steps: int, backbones: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """The training throughput of every (backbone, dataset) of every paper configuration (of
+    `backbones` only, where given), at its runs' batch size, on `device`: what `project --gpu-rates`
+    reads."""
+    from sparsecl.data import get_dataset
+
+    rates = {}
+    for config in sorted((ROOT / "config/papers").glob("*.yaml")):
+        for (backbone, args, dataset), (_, batch) in sorted(training_shapes(config).items()):
+            key = rate_key(backbone, args, dataset, batch)
+            if key not in rates and (backbones is None or backbone in backbones):
+                spec = get_dataset(dataset)
+                rate = throughput(backbone, yaml.safe_load(args) or {}, spec.image_shape, spec.num_classes, batch,
+                                  device, steps)  # fmt: skip
+                rates[key] = {"images_per_s": round(rate, 1)}
+    return rates
+
+
+def project(config: Path, gpu_rates: dict[str, dict] | None = None) -> None:
+    from sparsecl.data import get_dataset
+
+    shapes = training_shapes(config)
+    print(f"`{config.name}`: {len(yaml.safe_load(config.read_text())['experiments'])} experiments")
     print()
     print(
-        "| backbone (args) | dataset | training image passes | CPU img/s (here) | CPU hours | GPU img/s | GPU hours |"
+        "| backbone (args) | dataset | batch | training image passes | CPU img/s (here) | CPU hours | GPU img/s | GPU hours |"
     )
-    print("|---|---|---|---|---|---|---|")
-    total = 0.0
-    for (backbone, args, dataset), n in sorted(by_backbone.items()):
+    print("|---|---|---|---|---|---|---|---|")
+    cpu_total, gpu_total, gpu_missing = 0.0, 0.0, False
+    for (backbone, args, dataset), (n, batch) in sorted(shapes.items()):
         spec = get_dataset(dataset)
-        rate = throughput(backbone, yaml.safe_load(args) or {}, spec.image_shape, spec.num_classes)
-        total += n / rate / 3600
-        print(f"| {backbone} `{args}` | {dataset} | {n:.3g} | {rate:.0f} | {n / rate / 3600:,.0f} | — | — |")
-    print(f"| **total** | | | | **{total:,.0f}** | | |")
+        rate = throughput(backbone, yaml.safe_load(args) or {}, spec.image_shape, spec.num_classes, batch)
+        cpu_total += n / rate / 3600
+        gpu = (gpu_rates or {}).get(rate_key(backbone, args, dataset, batch))
+        if gpu:
+            gpu_total += n / gpu["images_per_s"] / 3600
+            gpu_cells = f"{gpu['images_per_s']:,.0f} | {n / gpu['images_per_s'] / 3600:,.1f}"
+        else:
+            gpu_missing, gpu_cells = True, "— | —"
+        print(
+            f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | {rate:.0f} | {n / rate / 3600:,.0f} | {gpu_cells} |"
+        )
+    gpu_sum = "—" if gpu_missing else f"**{gpu_total:,.1f}**"
+    print(f"| **total** | | | | | **{cpu_total:,.0f}** | | {gpu_sum} |")
 
 
 if __name__ == "__main__":
@@ -172,5 +235,6 @@ if __name__ == "__main__":
         run(Path(rest[0]))
     elif command == "table":
         table(Path(rest[0]), yaml.safe_load(Path(rest[1]).read_text())["name"])
-    else:
-        project(Path(rest[0]))
+    else:  # project CONFIG [--gpu-rates gpu_check.json]
+        rates = json.loads(Path(rest[2]).read_text())["paper_rates"] if rest[1:2] == ["--gpu-rates"] else None
+        project(Path(rest[0]), rates)

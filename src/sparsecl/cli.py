@@ -242,7 +242,7 @@ def serve(
     """Keep one warm process that forks every stage of a local run (the workflow starts it)."""
     from .server import serve as serve_forever
 
-    serve_forever(socket_path, idle, parent)
+    serve_forever(main, socket_path, idle, parent)
 
 
 def _one_line(message: str) -> str:

@@ -18,12 +18,11 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 
+from .wire import HEADER, STATUS
+
 SERVER_ENV = "SPARSECL_SERVER"
-HEADER = struct.Struct("!I")  # length of the JSON request
-STATUS = struct.Struct("!ii")  # (kind, value): kind 0 = child pid, 1 = exit status
 
 
 def main() -> None:

@@ -2,8 +2,10 @@
 
 It imports what stages use (torch, numpy, pyarrow, pandas, matplotlib, the package's modules,
 and what torch loads on a job's first optimiser step), runs nothing else with them (no thread
-pool, no CUDA, so forking is safe), and listens on a Unix socket. For each request it forks a child that takes over the job's standard streams, working
-directory, environment and argument list and runs the CLI exactly as a fresh process would;
+pool, no CUDA, so forking is safe), and listens on a Unix socket. For each request it forks a
+child that takes over the job's standard streams, working directory, environment and argument
+list and runs the command's entry (`run`: the CLI's `main`, handed over by `sparsecl serve`, so
+that this module does not import the CLI that imports it) exactly as a fresh process would;
 the child reports its pid, then its exit status, and dies with its job if the job goes away.
 A job that succeeds ends its log with its peak resident memory (PEAK_RSS): Snakemake's `benchmark:` file
 measures the forwarding client, not the process that ran the job.
@@ -21,11 +23,12 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import DataError
 from .fingerprint import parse_all
-from .launcher import HEADER, STATUS
+from .wire import HEADER, STATUS
 
 PEAK_RSS = "sparsecl: peak RSS of the job's process (MB):"
 
@@ -43,8 +46,10 @@ PRELOAD = (
 )
 
 
-def serve(address: Path, idle: float = 600.0, parent: int | None = None) -> None:
-    """`parent`: the pid of the process the server lives for, given by it, so that a parent that
+def serve(run: Callable[[], None], address: Path, idle: float = 600.0, parent: int | None = None) -> None:
+    """Run `run` (reading `sys.argv`) in a fork for every request on `address`.
+
+    `parent`: the pid of the process the server lives for, given by it, so that a parent that
     dies while the server still imports torch is not mistaken for init adopting the server."""
     import importlib
 
@@ -77,7 +82,7 @@ def serve(address: Path, idle: float = 600.0, parent: int | None = None) -> None
             waited = 0.0
             if os.fork() == 0:
                 listener.close()
-                _child(conn)  # never returns
+                _child(conn, run)  # never returns
             conn.close()
     finally:
         listener.close()
@@ -105,7 +110,7 @@ def _stop(_signum, _frame) -> None:
     raise SystemExit(0)
 
 
-def _child(conn: socket.socket) -> None:
+def _child(conn: socket.socket, run: Callable[[], None]) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     status = 1
@@ -118,10 +123,8 @@ def _child(conn: socket.socket) -> None:
         sys.argv = ["sparsecl", *request["argv"]]
         conn.sendall(STATUS.pack(0, os.getpid()))
         threading.Thread(target=_die_with_the_job, args=(conn,), daemon=True).start()
-        from .cli import main
-
         try:
-            main()
+            run()
             status = 0
         except SystemExit as done:
             status = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from sparsecl import stages
-from sparsecl.config import RunConfig, TrainConfig
+from sparsecl.config import RunConfig, TrainConfig, write_run_config
 from sparsecl.data import get_dataset
 from sparsecl.methods import training
-from sparsecl.scenarios import ScenarioSpec
+from sparsecl.scenarios import ScenarioSpec, make_scenario
 
 CPU = torch.device("cpu")
 
@@ -46,7 +46,7 @@ def digits_and_scenario(root: Path, spec: ScenarioSpec) -> tuple[Path, Path]:
     data_dir = prepare_digits(root)
     scenario = root / "scenarios" / f"{spec.id}.json"
     if not scenario.exists():
-        stages.make_scenario("digits", data_dir, json.dumps(asdict(spec)), scenario)
+        make_scenario("digits", data_dir, json.dumps(asdict(spec)), scenario)
     return data_dir, scenario
 
 
@@ -63,7 +63,7 @@ def make_run(root: Path, method: str = "finetune", *, num_tasks: int = 3, seed: 
         method_args=method_args or {},
     )  # fmt: skip
     config = root / "runs" / run.run_id / "config.yaml"
-    stages.write_run_config(json.dumps(run.to_dict()), config)
+    write_run_config(json.dumps(run.to_dict()), config)
     return config, data_dir, scenario_path
 
 

@@ -32,13 +32,13 @@ import pytest
 import torch
 import yaml
 
-from sparsecl import cli, io, stages
+from sparsecl import cli, io
 from sparsecl.config import HASH_KEY
 from sparsecl.data.sources import check_overrides
 from sparsecl.data.synth import write_mini_imagenet, write_mnist, write_tiny_imagenet
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import check_config_files, load_schema, plan_ledger, plan_runs, validate
-from sparsecl.scenarios import ScenarioSpec
+from sparsecl.scenarios import ScenarioSpec, make_scenario
 from sparsecl.summary import summarize
 
 from .fixtures.http_server import FileServer, file_server
@@ -262,7 +262,7 @@ def edited_order(w: World) -> str:
 def other_split_npz(w: World, tmp: Path) -> bytes:
     spec = ScenarioSpec(num_tasks=2, classes_per_task=2, validation_fraction=0.2)
     made = tmp / "made" / f"{spec.id}.json"
-    stages.make_scenario("digits", w.data, json.dumps(asdict(spec)), made)
+    make_scenario("digits", w.data, json.dumps(asdict(spec)), made)
     return made.with_suffix(".npz").read_bytes()
 
 
@@ -270,7 +270,7 @@ def scenario_of_another_split(w: World, tmp: Path) -> Path:
     """A 3-task scenario saved under the name of the run's 2-task scenario."""
     spec = ScenarioSpec(num_tasks=3, classes_per_task=2)
     made = tmp / "made" / f"{spec.id}.json"
-    stages.make_scenario("digits", w.data, json.dumps(asdict(spec)), made)
+    make_scenario("digits", w.data, json.dumps(asdict(spec)), made)
     path = tmp / "scenario" / w.scenario.name
     path.parent.mkdir()
     shutil.copy(made, path)

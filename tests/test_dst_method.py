@@ -21,7 +21,8 @@ from sparsecl.io import load_torch, write_text
 from sparsecl.methods import resume
 from sparsecl.methods.dst import DSTArgs, all_logit_accuracy
 from sparsecl.scenarios import ScenarioSpec
-from sparsecl.sparse import FREE, MaskFile
+from sparsecl.sparse import MaskFile
+from sparsecl.sparse.masks import FREE
 
 from .stage_helpers import digits_and_scenario
 

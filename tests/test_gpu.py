@@ -36,9 +36,9 @@ from sparsecl.engine.device import prepare_model
 from sparsecl.engine.loop import sliced_cross_entropy
 from sparsecl.io import load_torch, read_parquet_provenance, write_text
 from sparsecl.models import create_backbone
-from sparsecl.scenarios import ScenarioSpec
-from sparsecl.sparse import FREE, layer_densities, maskable_parameters, random_masks
-from sparsecl.sparse.masks import apply_masks, mask_factors
+from sparsecl.scenarios import ScenarioSpec, make_scenario
+from sparsecl.sparse import layer_densities, maskable_parameters, random_masks
+from sparsecl.sparse.masks import FREE, apply_masks, mask_factors
 from sparsecl.sparse.trainer import DSTSchedule, SparseTrainer
 
 from .stage_helpers import kill_in_epoch
@@ -68,7 +68,7 @@ def cifar(tmp_path_factory) -> tuple[Path, Path]:
     write_cifar100(root / "raw" / "cifar-100-python.tar.gz", train_per_class=8, test_per_class=4)
     get_dataset("cifar100").prepare(root / "raw", root / "data", 0)
     scenario = root / f"{SCENARIO.id}.json"
-    stages.make_scenario("cifar100", root / "data", json.dumps(dataclasses.asdict(SCENARIO)), scenario)
+    make_scenario("cifar100", root / "data", json.dumps(dataclasses.asdict(SCENARIO)), scenario)
     return root / "data", scenario
 
 

@@ -38,7 +38,7 @@ from sparsecl.multistep_config import (
     stages_of_step,
     teachers,
 )
-from sparsecl.scenarios import ScenarioSpec, build_scenario
+from sparsecl.scenarios import ScenarioSpec, build_scenario, make_scenario
 from sparsecl.sparse.channels import batch_norms, channel_links, reinitialise_channels, select_smallest
 
 from .stage_helpers import digits_and_scenario, kill_in_epoch
@@ -480,7 +480,7 @@ def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits
             run_config(msl_alpha=[1.0]), 2, "sst_msl", teacher0=chain / "task0/sst/model.pt", teacher1=prev / "model.pt"
         )
     spec = ScenarioSpec(num_tasks=2, classes_per_task=2)
-    stages.make_scenario("digits", data, json.dumps(dataclasses.asdict(spec)), tmp_path / f"{spec.id}.json")
+    make_scenario("digits", data, json.dumps(dataclasses.asdict(spec)), tmp_path / f"{spec.id}.json")
     with pytest.raises(ConfigError, match="scenario.kind: the multistep method needs a data-incremental scenario"):
         train(dataclasses.replace(run_config(), scenario=spec), 0, "train", scenario_file=tmp_path / f"{spec.id}.json")
     assert not d.exists() or not any(d.iterdir())  # nothing written

@@ -20,13 +20,12 @@ import pytest
 import torch
 import yaml
 
-from sparsecl import stages
-from sparsecl.config import RunConfig
+from sparsecl.config import RunConfig, load_run_config, write_run_config
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_runs
 from sparsecl.io import load_torch
 from sparsecl.methods.packnet import PackNetArgs
-from sparsecl.sparse import FREE
+from sparsecl.sparse.masks import FREE
 
 from .stage_helpers import kill_in_epoch, make_run, train_task
 from .workflow_helpers import planned_jobs, snakemake, write_config
@@ -116,7 +115,7 @@ def final_til(config: dict, experiment: str, root: Path) -> float:
 
     data, scenario = digits_and_scenario(root, run.scenario)
     path = root / experiment / "config.yaml"
-    stages.write_run_config(json.dumps(run.to_dict()), path)
+    write_run_config(json.dumps(run.to_dict()), path)
     last = run.scenario.num_tasks - 1
     for task in range(last + 1):
         train_task(path, data, scenario, task, root / experiment / "out", evaluate=True)
@@ -137,7 +136,7 @@ def test_a_prune_ratio_outside_0_1_is_a_one_line_error_naming_the_key(tmp_path, 
     assert "\n" not in str(planned.value)
     config, _, _ = make_run(tmp_path, "packnet", method_args={"prune_ratio": ratio})
     with pytest.raises(ConfigError, match=r"^method_args\.prune_ratio: expected a number in \(0, 1\)") as job:
-        PackNetArgs.of(stages.load_run_config(config))
+        PackNetArgs.of(load_run_config(config))
     assert "\n" not in str(job.value)
 
 

@@ -7,7 +7,6 @@ import torch
 
 from sparsecl.models import create_backbone
 from sparsecl.sparse import (
-    FREE,
     MaskFile,
     apply_masks,
     erk_densities,
@@ -19,6 +18,7 @@ from sparsecl.sparse import (
     reinitialise,
     row_mask,
 )
+from sparsecl.sparse.masks import FREE
 from sparsecl.sparse.stats import evaluation_columns, mask_statistics
 
 # ERK layer densities of the papers' ResNet-18 with C = 100 at d = 0.2, 0.1, 0.05 (3 decimals).

@@ -5,9 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from sparsecl import stages
 from sparsecl import summary as summary_module
-from sparsecl.config import RunConfig, TrainConfig
+from sparsecl.config import RunConfig, TrainConfig, write_run_config
 from sparsecl.errors import DataError
 from sparsecl.io import write_parquet
 from sparsecl.scenarios import ScenarioSpec
@@ -20,7 +19,7 @@ def run_config(tmp_path, scenario: ScenarioSpec):
         backbone="mlp", scenario=scenario, train=TrainConfig(),
     )  # fmt: skip
     path = tmp_path / "config.yaml"
-    stages.write_run_config(json.dumps(run.to_dict()), path)
+    write_run_config(json.dumps(run.to_dict()), path)
     return path
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig, load_run_config, write_run_config  # noqa: F401 (the run-config stage)
+from .config import RunConfig, load_run_config
 from .data import get_dataset, load_meta, load_split
 from .engine import DeviceData, seed_everything
 from .engine.device import prepare_model
@@ -26,7 +26,7 @@ from .io import (
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .models.weights import maskable_parameters
-from .scenarios import Scenario, load_scenario, make_scenario  # noqa: F401 (the scenario stage)
+from .scenarios import Scenario, load_scenario
 from .seeds import seed_stream
 from .stage_files import check_masks_fit, file_provenance, load_stage_file, load_weights
 

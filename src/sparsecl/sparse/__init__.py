@@ -5,7 +5,6 @@ update (`dst`) and the per-task training hooks built on them (`trainer`)."""
 
 from ..models.weights import maskable_parameters
 from .masks import (
-    FREE,
     MaskFile,
     apply_masks,
     erk_densities,
@@ -19,7 +18,6 @@ from .masks import (
 )
 
 __all__ = [
-    "FREE",
     "MaskFile",
     "apply_masks",
     "erk_densities",

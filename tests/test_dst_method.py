@@ -7,6 +7,7 @@ resumes to exactly the result of an uninterrupted run, and each task's masks fil
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.errors import ConfigError
 from sparsecl.io import load_torch, write_text
-from sparsecl.methods import resume
-from sparsecl.methods.dst import DSTArgs, all_logit_accuracy
+from sparsecl.methods import EvalContext, resume
+from sparsecl.methods.dst import DST, DSTArgs, all_logit_accuracy
 from sparsecl.scenarios import ScenarioSpec
 from sparsecl.sparse import MaskFile
 from sparsecl.sparse.masks import FREE
@@ -242,3 +243,16 @@ def test_bad_method_settings_are_one_line_config_errors(change, message):
 def test_both_spellings_of_unfired_growth_are_accepted():
     for growth in ("unfired", "random_unfired"):
         assert DSTArgs.of(run_config(growth=growth)).growth == growth
+
+
+def test_each_expert_is_the_shared_network_times_its_own_mask_alone():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    masks = [{"mask": {"0.weight": torch.rand(3, 4, generator=torch.Generator().manual_seed(t)) > 0.5}} for t in (0, 1)]
+    ctx = EvalContext(None, 1, None, None, CPU, None, model, masks, {})  # only the model and masks are read
+    shared = copy.deepcopy(model.state_dict())
+    for task in (0, 1, 0):  # the one reused copy: a later expert never carries an earlier mask
+        expert = DST().model_for(ctx, task)
+        assert torch.equal(expert[0].weight, shared["0.weight"] * masks[task]["mask"]["0.weight"])
+        assert torch.equal(expert[0].bias, shared["0.bias"])
+    assert DST().model_for(ctx, None) is model
+    assert all(torch.equal(value, shared[name]) for name, value in model.state_dict().items())

@@ -13,6 +13,7 @@ the whole test set.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,17 @@ class EvalContext:
         return range(1) if self.scenario.spec.kind == "data" else range(self.task + 1)
 
     validation: DeviceData | None = None  # the scenario's validation holdout of the training split, if any
+    _copy: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
+
+    def model_copy(self) -> nn.Module:
+        """A copy of `model` as it is now, for a method to mask into one task's expert: one network
+        reused by every call, so valid only until the next. Deep-copying a full-size backbone per
+        evaluated task cost more than scoring the task's test images."""
+        if self._copy is None:
+            self._copy = copy.deepcopy(self.model)
+        else:
+            self._copy.load_state_dict(self.model.state_dict())
+        return self._copy
 
     def test_index(self, task: int) -> torch.Tensor:
         return self.data.indices_of(self.scenario.tasks[task])
@@ -132,7 +144,8 @@ class Method:
         return self.train_task(ctx)
 
     def model_for(self, ctx: EvalContext, task: int | None) -> nn.Module:
-        """The network that answers for `task` (None: class-IL, task unknown). Dense: one network."""
+        """The network that answers for `task` (None: class-IL, task unknown), used before the next
+        call (a masked expert lives in `ctx.model_copy()`). Dense: one network."""
         return ctx.model
 
     def evaluate(self, ctx: EvalContext) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ mask and every update, per layer (step, pruned, grown, active, density, reused).
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -163,7 +162,7 @@ class DST(Method):
         """Expert `task`: the shared network times that task's mask; class-IL: the shared network."""
         if task is None:
             return ctx.model
-        model = copy.deepcopy(ctx.model)
+        model = ctx.model_copy()
         apply_masks(maskable_parameters(model), ctx.masks[task]["mask"])
         return model
 

@@ -15,7 +15,6 @@ batch normalisation uses task 0's statistics. See docs/methods/packnet.md.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,7 +96,7 @@ class PackNet(Method):
         if task is None:
             return ctx.model
         owned = {name: owner <= task for name, owner in ctx.masks[-1]["owner"].items()}  # FREE is above every task
-        model = copy.deepcopy(ctx.model)
+        model = ctx.model_copy()
         apply_masks(maskable_parameters(model), owned)
         return model
 

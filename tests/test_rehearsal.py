@@ -57,17 +57,33 @@ def test_a_rehearsal_keeps_methods_protocols_backbones_and_scenarios_and_shrinks
         assert run.train.epochs == 1
         assert run.method_args.get("trials", 2) <= 2 and run.method_args.get("max_rounds", 2) <= 2
         assert run.method_args.get("retrain_epochs", 1) == 1
-    for name, experiment in real["experiments"].items():  # every grid value runs at least once
-        points = {p.run.point for p in kept if p.run.experiment == name}
-        for axis, values in experiment.get("grid", {}).items():
-            short = axis.split(".")[-1]
-            assert len({part for point in points for part in point.split(",") if part.startswith(short + "=")}) == len(
-                values
-            )
+    # every grid value runs at least once for each method on each dataset and backbone
+    assert exercised(p.run for p in kept) == exercised(p.run for p in planned)
     # the ledger keeps a row for every reported entry, planned on the full grid
     assert len(plan_ledger(rehearsal, planned)) == len(plan_ledger(real, real_planned))
     for source, entry in rehearsal["data"]["sources"].items():
         assert entry["checksums"] == CHECKSUMS[source] and entry["path"].startswith("resources/rehearsal/synth/")
+
+
+def exercised(runs) -> set[tuple]:
+    """(method, dataset, backbone, its arguments, axis=value) of every grid value the runs take."""
+    return {
+        (run.method, run.dataset, run.backbone, repr(run.backbone_args), part)
+        for run in runs
+        for part in run.point.split(",")
+    }
+
+
+def test_sweeps_that_differ_only_in_task_count_share_one_covering_set():
+    real = validate(yaml.safe_load((ROOT / "config/papers/cl-with-dst.yaml").read_text()), SCHEMA)
+    rehearsal = rehearsal_config(real, "resources/rehearsal")
+    kept = covering_points(rehearsal, plan_runs(rehearsal, SCHEMA))
+    points = {name: len({p.run.point for p in kept if p.run.experiment == name}) for name in real["experiments"]}
+    # the 5-task CIFAR-100 sweep runs all four growth modes (and both inits, all three densities),
+    # the 10- and 20-task ones on the same network one point each; miniImageNet's ResNet-18 all four again
+    assert points["sweep_cifar100_5task"] == 4 and points["sweep_mini_imagenet_10task"] == 4
+    assert points["sweep_cifar100_10task"] == points["sweep_cifar100_20task"] == 1
+    assert points["readme_cifar100_20task"] == points["packnet_cifar100_20task"] == 1
 
 
 def test_a_real_report_refuses_a_rehearsals_results(tmp_path):

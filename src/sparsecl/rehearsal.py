@@ -8,7 +8,8 @@ scenario (task count, class split, class order) and stage kinds, and shrinks wha
 - a validation holdout of 1 image and 1 exemplar per class, where the config has them;
 - FOCIL's search with 2 trials, bottom-up tickets with at most 2 rounds per loop;
 - each grid to a covering set: point i takes value i mod n of every axis, so every value of
-  every axis (init, growth, protocol, schedule, ...) runs at least once, not their product;
+  every axis (init, growth, protocol, schedule, ...) runs at least once, not their product, once
+  per method, dataset and backbone (sweeps that differ only in their task count share it);
 - the data: format-exact synthetic raw files (`sparsecl.data.synth`, a few images per class)
   fed through the real download -> verify -> prepare path as local files with their checksums,
   prepared with at most PER_CLASS images of each class per split (miniImageNet's prepare holds
@@ -93,14 +94,28 @@ def covering_indices(lengths: list[int]) -> list[int]:
 
 
 def covering_points(config: Mapping, planned: list) -> list:
-    """The planned runs (`PlannedRun`s of every grid point) of each experiment's covering set."""
-    points: dict[str, list[str]] = {}
+    """The planned runs (`PlannedRun`s of every grid point) of the covering set: every value of every
+    grid axis runs at least once for each method on each dataset and backbone, and every experiment
+    runs at least one point. Experiments that differ only in their scenario's size (the 5-, 10- and
+    20-task sweeps of one grid) run the same code per point, so they share one covering set: the
+    first of them runs it, each later one its first point."""
+    points: dict[str, dict[str, object]] = {}
     for p in planned:
-        seen = points.setdefault(p.run.experiment, [])
-        if p.run.point not in seen:
-            seen.append(p.run.point)
+        points.setdefault(p.run.experiment, {}).setdefault(p.run.point, p.run)
+    covered: set[tuple] = set()
     keep = set()
     for name, experiment in config["experiments"].items():
+        runs = list(points[name].values())
         lengths = [len(values) for values in experiment.get("grid", {}).values()]
-        keep |= {(name, points[name][i]) for i in covering_indices(lengths)}
+        for n, i in enumerate(covering_indices(lengths)):
+            new = _exercised(runs[i]) - covered
+            if new or n == 0:
+                keep.add((name, runs[i].point))
+                covered |= new
     return [p for p in planned if (p.run.experiment, p.run.point) in keep]
+
+
+def _exercised(run) -> set[tuple]:
+    """(method, dataset, backbone and its arguments, axis=value) of each grid value the run takes."""
+    code = (run.method, run.dataset, run.backbone, repr(sorted(run.backbone_args.items())))
+    return {(*code, part) for part in run.point.split(",")}

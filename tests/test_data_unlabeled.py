@@ -38,6 +38,14 @@ def test_cifar_substitute_is_the_training_images_and_records_the_deviation(tmp_p
     assert "substitute" in meta["deviation"] and meta["sources"]["cifar-10-python.tar.gz"].startswith("md5:")
 
 
+def test_a_capped_pool_keeps_its_first_images_and_records_the_cap(tmp_path):
+    images = write_tickets_pool(tmp_path / "pool.pkl")
+    prepare_pool("tiny_images", tmp_path / "pool.pkl", tmp_path / "out", limit=3)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "pool.npy"), images[:3])
+    meta = read_json(tmp_path / "out" / "meta.json")
+    assert meta["num_images"] == 3 and meta["limit"] == 3 and meta["deviation"] is None
+
+
 def test_no_pool_is_an_empty_pool_with_its_deviation(tmp_path):
     prepare_pool("none", None, tmp_path / "out")
     assert np.load(tmp_path / "out" / "pool.npy").shape == (0, 32, 32, 3)

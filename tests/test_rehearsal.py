@@ -57,6 +57,8 @@ def test_a_rehearsal_keeps_methods_protocols_backbones_and_scenarios_and_shrinks
         assert run.train.epochs == 1
         assert run.method_args.get("trials", 2) <= 2 and run.method_args.get("max_rounds", 2) <= 2
         assert run.method_args.get("retrain_epochs", 1) == 1
+        if run.method.startswith("tickets"):
+            assert run.method_args["unlabeled_per_exemplar"] == 1
     # every grid value runs at least once for each method on each dataset and backbone
     assert exercised(p.run for p in kept) == exercised(p.run for p in planned)
     # the ledger keeps a row for every reported entry, planned on the full grid

@@ -124,5 +124,6 @@ rule prepare_unlabeled:
         source=pool_source_arg,
         pool=lambda wildcards: wildcards.pool.split("/")[0],
         out_dir=subpath(output.meta, parent=True),
+        cap=f" --limit {rehearsal.POOL_IMAGES}" if REHEARSAL else "",
     shell:
-        "sparsecl data unlabeled {params.pool} {params.source} --out-dir {params.out_dir} > {log} 2>&1"
+        "sparsecl data unlabeled {params.pool} {params.source} --out-dir {params.out_dir}{params.cap} > {log} 2>&1"

@@ -106,11 +106,14 @@ def data_unlabeled(
     pool: Annotated[str, typer.Argument(help="tiny_images, cifar10, cifar100 or none")],
     out_dir: _path("where pool.npy and meta.json go"),
     source: Annotated[Path | None, typer.Option(help="Tiny Images pickle, or prepared CIFAR directory")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="keep at most this many images, the first ones (a rehearsal's cap)")
+    ] = None,
 ) -> None:
     """Prepare the unlabeled image pool POOL (tiny_images, cifar10, cifar100 or none)."""
     from .unlabeled import prepare_pool
 
-    prepare_pool(pool, source, out_dir)
+    prepare_pool(pool, source, out_dir, limit)
 
 
 @data_app.command(

@@ -78,11 +78,12 @@ def pool_dir(pool: str, dataset: str, data_root: str = "resources/data") -> str:
     return f"{data_root}/unlabeled/none/{dataset}" if pool == "none" else f"{data_root}/unlabeled/{pool}"
 
 
-def prepare_pool(pool: str, source: Path | None, out_dir: Path) -> None:
+def prepare_pool(pool: str, source: Path | None, out_dir: Path, limit: int | None = None) -> None:
     """Write pool.npy and meta.json (last, it marks completion) for `pool`.
 
     `source`: the Tiny Images pickle, a prepared CIFAR directory, or for `none` the prepared
-    dataset whose image shape the empty pool takes (None: 32x32x3).
+    dataset whose image shape the empty pool takes (None: 32x32x3). `limit`: keep the first that
+    many images (a rehearsal's pool: retrieval embeds the whole pool with the full-size network).
     """
     if pool not in POOLS:
         raise DataError(f"unknown unlabeled pool {pool!r}; expected one of: {', '.join(POOLS)}")
@@ -104,6 +105,8 @@ def prepare_pool(pool: str, source: Path | None, out_dir: Path) -> None:
         provenance = {"sources": load_meta(source).get("sources", {}), "derived_from": f"{pool} train split"}
         if images.shape[1:] != SHAPE:
             raise DataError(f"{source}: expected {SHAPE} images for the pool, got {images.shape[1:]}")
+    if limit is not None:
+        images, provenance = images[:limit], {**provenance, "limit": limit}
     write_npy(Path(out_dir) / "pool.npy", np.ascontiguousarray(images))
     info = POOLS[pool]
     write_json(

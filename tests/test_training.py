@@ -102,3 +102,30 @@ def test_task_t_continues_from_task_t_minus_1(tmp_path):
     rows = pd.read_parquet(evaluate_task(config, data, scenario, 1, out))
     assert rows["task_eval"].tolist() == [0, 1]
     assert rows["task_trained"].tolist() == [1, 1]
+
+
+def test_a_dense_method_scores_each_test_image_once_for_both_accuracies():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sparsecl.engine import DeviceData
+    from sparsecl.methods import EvalContext, get_method
+
+    class Counting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.images = torch.nn.Linear(4, 4), 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.images += len(x)
+            return self.linear(x.flatten(1))
+
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    data = DeviceData.from_numpy(np.zeros((8, 2, 2, 1), np.uint8), labels, [0.5], [0.25], torch.device("cpu"))
+    scenario = SimpleNamespace(tasks=[[0, 1], [2, 3]], spec=SimpleNamespace(kind="class"))
+    run = SimpleNamespace(train=SimpleNamespace(eval_batch_size=3))
+    model = Counting()
+    ctx = EvalContext(run, 1, scenario, data, torch.device("cpu"), None, model, [{}, {}], {})
+    rows = get_method("finetune").evaluate(ctx)
+    assert [row["n"] for row in rows] == [4, 4] and model.images == 8  # not 16: task-IL and class-IL share the logits

@@ -158,9 +158,11 @@ class Method:
             idx = ctx.test_index(j)
             labels = ctx.data.labels[idx]
             task_labels = torch.as_tensor(ctx.scenario.tasks[j], device=ctx.device)
-            til_logits = predict_logits(self.model_for(ctx, j), ctx.data, idx, batch)
+            logits = predict_logits(cil_model, ctx.data, idx, batch)
+            expert = self.model_for(ctx, j)  # a dense method's expert is its one network: score it once
+            til_logits = logits if expert is cil_model else predict_logits(expert, ctx.data, idx, batch)
             til_pred = task_labels[til_logits[:, task_labels].argmax(1)]
-            cil_pred = predict_logits(cil_model, ctx.data, idx, batch)[:, :seen].argmax(1)
+            cil_pred = logits[:, :seen].argmax(1)
             rows.append(
                 {
                     "task_trained": ctx.task,

@@ -19,12 +19,13 @@ import pandas as pd
 import pytest
 import torch
 
+from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, load_run_config
 from sparsecl.data import load_meta, load_split
 from sparsecl.engine import DeviceData, train_epoch
-from sparsecl.errors import ConfigError
+from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, sha256_file
-from sparsecl.methods import EvalContext, focil, get_method
+from sparsecl.methods import EvalContext, focil, focil_answers, get_method
 from sparsecl.methods.focil import FocilArgs
 from sparsecl.methods.focil_experts import expert_outputs
 from sparsecl.methods.focil_routing import FALLBACK, RULES, Prototypes, choose_rule, route, rule_scores
@@ -32,7 +33,7 @@ from sparsecl.models import create_backbone
 from sparsecl.scenarios import Scenario, ScenarioSpec
 from sparsecl.sparse import MaskFile
 
-from .stage_helpers import evaluate_task, make_run, train_task
+from .stage_helpers import CPU, evaluate_task, make_run, train_task
 from .workflow_helpers import snakemake, write_config
 
 ONLINE = {"epochs": 1, "batch_size": 10, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
@@ -53,6 +54,7 @@ class Run:
     config: Path
     data_dir: Path
     out: Path
+    scenario: Path | None = None
 
 
 def train_run(root: Path, tasks: int = 3, *, evaluate: bool = False, train: dict | None = None, **kwargs) -> Run:
@@ -66,7 +68,7 @@ def train_run(root: Path, tasks: int = 3, *, evaluate: bool = False, train: dict
         train_task(config, data_dir, scenario, t, out)
         if evaluate:
             evaluate_task(config, data_dir, scenario, t, out)
-    return Run(config, data_dir, out)
+    return Run(config, data_dir, out, scenario)
 
 
 def trials(out, task: int) -> pd.DataFrame:
@@ -423,3 +425,90 @@ def test_a_search_killed_between_trials_resumes_at_the_next_trial_with_the_same_
     pd.testing.assert_frame_equal(trials(out, 0), trials(uninterrupted, 0))
     for name in ("model.pt", "masks.pt"):
         assert sha256_file(out / "task0" / name) == sha256_file(uninterrupted / "task0" / name)
+
+
+def jobs_with_evaluation(root: Path, tasks: int, jobs: int | None = None, **kwargs) -> Run:
+    """The first `jobs` (all) tasks of a `tasks`-task run as workflow jobs: each trains its task,
+    then evaluates in the same call."""
+    config, data_dir, scenario = make_run(
+        root, "focil", num_tasks=tasks, train=ONLINE, backbone_args={"hidden": [64, 32]}, method_args=SEARCH, **kwargs
+    )
+    out = root / "out"
+    for t in range(tasks if jobs is None else jobs):
+        train_task(config, data_dir, scenario, t, out, evaluate=True)
+    return Run(config, data_dir, out, scenario)
+
+
+def count_forwards(monkeypatch) -> list[int]:
+    """Images of each forward pass the evaluation's record makes, appended as they run."""
+    calls, real = [], focil_answers.forward
+
+    def counted(model, x, batch):
+        calls.append(len(x))
+        return real(model, x, batch)
+
+    monkeypatch.setattr(focil_answers, "forward", counted)
+    return calls
+
+
+def evaluate_afresh(run: Run, task: int, monkeypatch) -> pd.DataFrame:
+    """The evaluation after `task` with no recorded answers read: every expert on every task's images."""
+    with monkeypatch.context() as patch:
+        patch.setattr(focil_answers.Record, "read", lambda *args: None)
+        path = run.out / "afresh.parquet"
+        masks = [run.out / f"task{t}" / "masks.pt" for t in range(task + 1)]
+        stages.evaluate(
+            run.config, run.data_dir, run.scenario, task, run.out / f"task{task}" / "model.pt", masks, path, CPU
+        )
+    return pd.read_parquet(path)
+
+
+def test_standard_evaluation_answers_only_the_new_expert_and_task_and_equals_a_fresh_one(tmp_path, monkeypatch):
+    run = jobs_with_evaluation(tmp_path, 4, 3, scenario={"validation_fraction": 0.2})
+    for t in range(3):  # each masks file records expert t on tasks 0..t and experts 0..t-1 on task t, per split
+        record = load_torch(run.out / f"task{t}" / "masks.pt")["answers"]
+        keys = sorted((b["split"], b["expert"], b["task"]) for b in record["blocks"])
+        new = {(m, t) for m in range(t + 1)} | {(t, j) for j in range(t + 1)}
+        assert keys == sorted((split, m, j) for split in ("test", "validation") for m, j in new)
+    calls = count_forwards(monkeypatch)
+    train_task(run.config, run.data_dir, run.scenario, 3, run.out, evaluate=True)
+    assert len(calls) == 2 * (3 + 4)  # per split: experts 0-2 on task 3, expert 3 on tasks 0-3
+    after = pd.read_parquet(run.out / "task3" / "eval.parquet")
+    pd.testing.assert_frame_equal(after, evaluate_afresh(run, 3, monkeypatch))
+
+
+def test_an_expert_whose_weights_changed_is_answered_again(tmp_path, monkeypatch):
+    run = jobs_with_evaluation(tmp_path, 3)
+    path = run.out / "task0" / "masks.pt"
+    saved = load_torch(path)
+    saved["answers"]["digests"][0] = "0" * 32  # as if expert 0 had computed with other weights then
+    torch.save(saved, path)
+    calls = count_forwards(monkeypatch)
+    rows = pd.read_parquet(evaluate_task(run.config, run.data_dir, run.scenario, 2, run.out))
+    assert len(calls) == 1  # expert 0 on task 0 again; its later blocks were recorded with its weights
+    pd.testing.assert_frame_equal(rows, evaluate_afresh(run, 2, monkeypatch))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("scores", lambda v: v.fill_(float("nan")), "scores are not finite"),
+        ("scores", lambda v: v[:, :3], r"scores should be \[4, \d+\] torch.float32, got \[4, 3\]"),
+        ("over_own", lambda v: v.fill_(9), "over_own holds labels outside expert 1's classes"),
+        ("task", lambda v: 2, "expected an expert and a task of which the larger is 1"),
+    ],
+)
+def test_a_recorded_answer_that_does_not_fit_is_refused_naming_the_file(tmp_path, field, value, message):
+    run = jobs_with_evaluation(tmp_path, 2)
+    path = run.out / "task1" / "masks.pt"
+    saved = load_torch(path)
+    block = next(b for b in saved["answers"]["blocks"] if b["expert"] == 1 and b["task"] == 1)
+    block[field] = value(block[field])
+    torch.save(saved, path)
+    with pytest.raises(DataError, match=f"^{path}: 'answers' block .*{message}"):
+        evaluate_task(run.config, run.data_dir, run.scenario, 1, run.out)
+
+
+def test_faithful_masks_files_record_no_answers(tmp_path):
+    run = jobs_with_evaluation(tmp_path, 2, protocol="faithful")
+    assert "answers" not in load_torch(run.out / "task1" / "masks.pt")

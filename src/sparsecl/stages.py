@@ -188,6 +188,7 @@ def train(
             stage,
             inputs,
             config_hash,
+            record_in_masks=True,
         )
     Path(resume_path).unlink(missing_ok=True)  # only now: a failed evaluation resumes after training
 
@@ -212,12 +213,15 @@ def evaluate(
     stage: str = "train",
     inputs: dict[str, Path] | None = None,
     config_hash: str | None = None,
+    record_in_masks: bool = False,
 ) -> None:
+    """Evaluate the model after `task`; `record_in_masks`: the last masks file is this job's own
+    output, and takes the entries the method records (`EvalContext.masks_entries`)."""
     started = time.time()
     run = load_run_config(run_config, config_hash)
     scenario = load_run_scenario(scenario_path, run, task)
     check_eval_masks(task, masks_paths)
-    check_writable(out)
+    check_writable(out, *masks_paths[-1:] if record_in_masks else ())
     meta = load_meta(data_dir)
     model = build_model(run, meta, scenario, device)
     saved = load_stage_file(model_path, run, scenario, device, (task,), "model")
@@ -237,6 +241,7 @@ def evaluate(
         stage=stage,
         inputs=dict(inputs or {}),
         validation=load_validation(data_dir, meta, scenario, device),
+        masks_paths=[Path(p) for p in masks_paths],
     )
     rows = get_method(run.method).evaluate(ctx)
     for row in rows:
@@ -246,7 +251,12 @@ def evaluate(
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
     prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
     prov.update(ctx.extra.get("provenance", {}))
-    write_parquet(out, rows, prov)
+    recorded = record_in_masks and bool(ctx.masks_entries)
+    with all_or_none(out, *masks_paths[-1:] if recorded else ()):
+        write_parquet(out, rows, prov)
+        if recorded:
+            stored = file_provenance(run, scenario, task, stage)
+            save_torch(masks_paths[-1], {**_to_cpu(masks[-1]), **_to_cpu(ctx.masks_entries), "provenance": stored})
 
 
 def _to_cpu(obj: Any) -> Any:

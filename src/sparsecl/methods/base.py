@@ -105,6 +105,10 @@ class EvalContext:
         return range(1) if self.scenario.spec.kind == "data" else range(self.task + 1)
 
     validation: DeviceData | None = None  # the scenario's validation holdout of the training split, if any
+    masks_paths: list[Path] = field(default_factory=list)  # where `masks` were read from
+    # Entries the evaluation adds to task `task`'s masks file, written with the evaluation when the
+    # task's training job evaluates (its own output), e.g. answers later evaluations reuse.
+    masks_entries: dict[str, Any] = field(default_factory=dict)
     _copy: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
 
     def model_copy(self) -> nn.Module:

@@ -1,8 +1,8 @@
 """FOCIL inference: which expert answers a test batch, and how accurate the answer is.
 
 An expert is the shared network with one task's mask applied. Each evaluated task's test images
-(one seeded shuffled order) go through every expert trained so far, and the selection rules are
-scored on the same outputs:
+(one seeded shuffled order) are answered by every expert trained so far, and the selection rules
+are scored on the same answers:
   * labelled, the published rule: among experts 0..j, the one with the highest accuracy (argmax
     over all logits) on `selection_batch` labelled test images of task j answers all of task j.
     `faithful` draws a new shuffled (and augmented) batch for each candidate, as published;
@@ -23,7 +23,9 @@ statistics of 10 images), test-time augmentation with the training transforms, t
 rule for class-IL accuracy, and after the last task the published backward transfer, computed
 from two evaluations of the final model (`bwt_final_model`, about 0 by construction). `standard`
 uses `eval_batch_size`, no augmentation and the label-free rule; its forgetting comes from the
-evaluations after every task.
+evaluations after every task. Its experts never change and its forward batches follow the images'
+stored order (the shuffled order only groups them for routing), so each expert's answers on a
+task's images are computed once and recorded (`focil_answers`); faithful computes every one anew.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ import torch
 import torch.nn as nn
 
 from ..data import get_dataset
-from ..engine import DeviceData, autocast
-from ..sparse import MaskFile, maskable_parameters
+from ..engine import DeviceData
+from ..sparse import MaskFile
 from .base import EvalContext
-from .focil_routing import AUTO, FALLBACK, RULES, Prototypes, choose_rule, route, rule_scores
+from .focil_answers import RECORD, Answers, Record, expert_weights, forward
+from .focil_routing import AUTO, FALLBACK, RULES, Prototypes, choose_rule, route
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class EvalSettings:
     score: str  # label-free rule behind acc_cil in standard: one of RULES, or auto
     labelled_cil: bool  # class-IL accuracy from the labelled rule (else label-free)
     fresh_labelled_batches: bool  # the labelled rule draws a new batch per candidate (as published)
+    recorded: bool  # answers on stored-order images, recorded across tasks (focil_answers)
 
 
 @torch.no_grad()
@@ -58,50 +62,34 @@ def expert_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits [experts, images, classes] and features [experts, images, features] (the input of
     `classifier`) of every expert (shared weights x its mask) on `x`."""
-    params = maskable_parameters(model)
-    shared = {name: p.detach().clone() for name, p in params.items()}
-    features: list[torch.Tensor] = []
-    hook = model.classifier.register_forward_pre_hook(lambda _module, args: features.append(args[0].float()))
-    model.eval()
-    logits = []
-    try:
+    outputs = []
+    with expert_weights(model) as use:
         for mask in masks:
-            for name, p in params.items():
-                p.copy_(shared[name] * mask[name])
-            with autocast(x.device):
-                logits.append(torch.cat([model(x[s : s + batch]).float() for s in range(0, len(x), batch)]))
-    finally:
-        hook.remove()
-        for name, p in params.items():
-            p.copy_(shared[name])
-    return torch.stack(logits), torch.cat(features).view(len(masks), len(x), -1)
+            use(mask)
+            outputs.append(forward(model, x, batch))
+    return torch.stack([logits for logits, _ in outputs]), torch.stack([features for _, features in outputs])
 
 
-def labelled_choice(logits: torch.Tensor, y: torch.Tensor, group: int) -> int:
-    """The expert with the highest accuracy on the first `group` labelled images (ties: earliest)."""
-    hits = (logits[:, :group].argmax(2) == y[:group]).float().mean(1)
+def labelled_choice(over_all: torch.Tensor, y: torch.Tensor, group: int) -> int:
+    """The expert with the highest accuracy (`over_all` [experts, images]) on the first `group`
+    labelled images (ties: earliest)."""
+    hits = (over_all[:, :group] == y[:group]).float().mean(1)
     return int(hits.argmax())
 
 
+@torch.no_grad()
 def labelled_choice_fresh_batches(
     ctx: EvalContext, data: DeviceData, masks: list[dict[str, torch.Tensor]], idx: torch.Tensor, s: EvalSettings
 ) -> int:
     """The published rule: each candidate is scored on its own newly shuffled batch (ties: earliest)."""
     hits = []
-    for mask in masks:
-        pick = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)[: s.selection_batch]]
-        x, y = data.batch(pick, ctx.generator, augment=s.augment)
-        hits.append(float((expert_outputs(ctx.model, [mask], x, s.batch)[0][0].argmax(1) == y).float().mean()))
+    with expert_weights(ctx.model) as use:
+        for mask in masks:
+            pick = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)[: s.selection_batch]]
+            x, y = data.batch(pick, ctx.generator, augment=s.augment)
+            use(mask)
+            hits.append(float((forward(ctx.model, x, s.batch)[0].argmax(1) == y).float().mean()))
     return max(range(len(hits)), key=lambda m: (hits[m], -m))
-
-
-def predict(logits: torch.Tensor, expert: torch.Tensor, expert_labels: torch.Tensor, all_logits: bool) -> torch.Tensor:
-    """Labels predicted for each image by its expert (`expert` [images]) from logits [experts, images, classes]."""
-    chosen = logits[expert, torch.arange(logits.shape[1], device=logits.device)]
-    if all_logits:
-        return chosen.argmax(1)
-    own = expert_labels[expert]  # [images, classes per task]
-    return own.gather(1, chosen.gather(1, own).argmax(1, keepdim=True)).squeeze(1)
 
 
 @dataclass
@@ -113,42 +101,49 @@ class Experts:
     prototypes: list[Prototypes]
 
 
-def routes_of(ctx: EvalContext, experts: Experts, x: torch.Tensor, s: EvalSettings):
-    """Logits of every expert on `x` and, per rule, the expert chosen for each image."""
+def shuffled_answers(
+    ctx: EvalContext, data: DeviceData, idx: torch.Tensor, experts: Experts, s: EvalSettings, recorded: Answers | None
+) -> tuple[Answers, torch.Tensor, torch.Tensor]:
+    """Every expert's answers on images `idx` in one seeded shuffled order (from `recorded`, their
+    answers in stored order, when given), the images' labels and indices in that order."""
+    order = torch.randperm(len(idx), generator=ctx.generator, device=idx.device)
+    idx = idx[order]
+    if recorded is not None:
+        return recorded.take(order), data.labels[idx], idx
+    x, y = data.batch(idx, ctx.generator, augment=s.augment)
     logits, features = expert_outputs(ctx.model, experts.masks, x, s.batch)
-    per_image = {}
-    for rule in RULES:
-        groups = route(rule_scores(rule, logits, features, experts.labels, experts.prototypes), s.selection_batch)
-        per_image[rule] = groups.repeat_interleave(s.selection_batch)[: len(x)]
-    return logits, per_image
+    return Answers.of(logits, features, experts.labels, experts.prototypes), y, idx
+
+
+def routes(answers: Answers, group: int) -> dict[str, torch.Tensor]:
+    """Per rule, the expert chosen for each image (consecutive groups of `group` images share one)."""
+    n = answers.scores.shape[2]
+    return {rule: route(answers.scores[:, r], group).repeat_interleave(group)[:n] for r, rule in enumerate(RULES)}
 
 
 def score_task(
-    ctx: EvalContext, data: DeviceData, experts: Experts, j: int, s: EvalSettings, rule: str
+    ctx: EvalContext, data: DeviceData, experts: Experts, j: int, s: EvalSettings, rule: str, record: Record | None
 ) -> dict[str, float]:
-    idx = ctx.test_index(j)
-    idx = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)]
-    x, y = data.batch(idx, ctx.generator, augment=s.augment)
-    logits, per_image = routes_of(ctx, experts, x, s)
-    expert_labels = torch.as_tensor(experts.labels, device=y.device)
+    recorded = record.answers("test", j) if record is not None else None
+    answers, y, idx = shuffled_answers(ctx, data, ctx.test_index(j), experts, s, recorded)
     if s.fresh_labelled_batches:
         chosen = labelled_choice_fresh_batches(ctx, data, experts.masks[: j + 1], idx, s)
     else:
-        chosen = labelled_choice(logits[: j + 1], y, s.selection_batch)
+        chosen = labelled_choice(answers.over_all[: j + 1], y, s.selection_batch)
     scores = {
-        "acc_til": _percent(predict(logits, torch.full_like(y, j), expert_labels, all_logits=False) == y),
-        "labelled_acc": _percent(predict(logits, torch.full_like(y, chosen), expert_labels, s.all_logits) == y),
+        "acc_til": _percent(answers.predict(torch.full_like(y, j), all_logits=False) == y),
+        "labelled_acc": _percent(answers.predict(torch.full_like(y, chosen), s.all_logits) == y),
         "labelled_expert_acc": 100.0 * (chosen == j),
     }
-    for name, experts_of_image in per_image.items():
-        scores[f"route_{name}_acc"] = _percent(predict(logits, experts_of_image, expert_labels, s.all_logits) == y)
+    for name, experts_of_image in routes(answers, s.selection_batch).items():
+        scores[f"route_{name}_acc"] = _percent(answers.predict(experts_of_image, s.all_logits) == y)
         scores[f"route_{name}_expert_acc"] = _percent(experts_of_image[:: s.selection_batch] == j)
     scores["labelfree_acc"] = scores[f"route_{rule}_acc"]
     scores["labelfree_expert_acc"] = scores[f"route_{rule}_expert_acc"]
     return scores
 
 
-def validation_routing(ctx: EvalContext, experts: Experts, s: EvalSettings) -> dict[str, float]:
+def validation_routing(ctx: EvalContext, experts: Experts, s: EvalSettings, record: Record | None) -> dict[str, float]:
     """Per rule, the share (%) of validation groups of the seen tasks routed to the right expert."""
     val = ctx.validation
     assert val is not None
@@ -158,9 +153,9 @@ def validation_routing(ctx: EvalContext, experts: Experts, s: EvalSettings) -> d
         idx = val.indices_of(ctx.scenario.tasks[j])
         if len(idx) == 0:
             continue
-        idx = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)]
-        _, per_image = routes_of(ctx, experts, val.batch(idx)[0], s)
-        for rule, chosen in per_image.items():
+        recorded = record.answers("validation", j) if record is not None else None
+        answers, _, _ = shuffled_answers(ctx, val, idx, experts, s, recorded)
+        for rule, chosen in routes(answers, s.selection_batch).items():
             hits[rule] += int((chosen[:: s.selection_batch] == j).sum())
         total += -(-len(idx) // s.selection_batch)
     return {rule: 100.0 * hits[rule] / max(total, 1) for rule in RULES}
@@ -176,7 +171,29 @@ def settings_for(ctx: EvalContext, selection_batch: int, score: str) -> EvalSett
         score=score,
         labelled_cil=faithful,
         fresh_labelled_batches=faithful,
+        recorded=not faithful,
     )
+
+
+def recorded_answers(ctx: EvalContext, experts: Experts, s: EvalSettings) -> Record:
+    """Every expert's answers on every seen task's stored-order images: the unchanged ones read from
+    the masks files, the rest computed; what is new goes into this task's masks file."""
+    record = Record(ctx.model, experts.masks, experts.labels, experts.prototypes)
+    splits = {"test": ctx.data, **({"validation": ctx.validation} if ctx.validation is not None else {})}
+    images = {
+        (split, j): data.indices_of(ctx.scenario.tasks[j])
+        for split, data in splits.items()
+        for j in range(ctx.task + 1)
+    }
+    images = {key: idx for key, idx in images.items() if len(idx) > 0}
+    sizes = {key: len(idx) for key, idx in images.items()}
+    for k, saved in enumerate(ctx.masks):
+        if RECORD in saved:
+            where = str(ctx.masks_paths[k]) if ctx.masks_paths else f"masks file of task {k}"
+            record.read(saved[RECORD], k, sizes, ctx.scenario.num_classes, where)
+    record.fill(list(images), lambda split, j: splits[split].batch(images[split, j])[0], s.batch)
+    ctx.masks_entries[RECORD] = record.entry()
+    return record
 
 
 def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
@@ -190,7 +207,8 @@ def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
         labels=ctx.scenario.tasks[: len(ctx.masks)],
         prototypes=[Prototypes.from_dict(p) for p in ctx.extra["prototypes"]],
     )
-    validated = validation_routing(ctx, experts, s) if ctx.validation is not None else {}
+    record = recorded_answers(ctx, experts, s) if s.recorded else None
+    validated = validation_routing(ctx, experts, s, record) if ctx.validation is not None else {}
     rule = s.score
     if rule == AUTO:
         rule = choose_rule(validated) if validated else FALLBACK
@@ -198,7 +216,7 @@ def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
     final = ctx.task == len(ctx.scenario.tasks) - 1
     rows = []
     for j in range(ctx.task + 1):
-        scores = score_task(ctx, data, experts, j, s, rule)
+        scores = score_task(ctx, data, experts, j, s, rule, record)
         row = {
             "task_trained": ctx.task,
             "task_eval": j,
@@ -212,7 +230,7 @@ def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
             "selected_lr": hparams[j]["lr"],  # as sampled (faithful trains at lr_gamma^2 x this)
         }
         if s.labelled_cil and final:  # the published BWT: column j evaluated again with the same final model
-            again = score_task(ctx, data, experts, j, s, rule)["labelled_acc"] if j < ctx.task else float("nan")
+            again = score_task(ctx, data, experts, j, s, rule, record)["labelled_acc"] if j < ctx.task else float("nan")
             row["bwt_final_model"] = scores["labelled_acc"] - again
         rows.append(row)
     return rows

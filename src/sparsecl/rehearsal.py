@@ -8,9 +8,9 @@ scenario (task count, class split, class order) and stage kinds, and shrinks wha
 - a validation holdout of 1 image and 1 exemplar per class, where the config has them;
 - FOCIL's search with 2 trials, bottom-up tickets with at most 2 rounds per loop;
 - the tickets' unlabeled data: a pool of POOL_IMAGES images (the other CIFAR's capped training
-  split is 20 or 200 images; retrieval embeds all of it with the full-size network) and 1
-  retrieved image per exemplar (with 50, the distillation stream's 64 images a step through both
-  head sets were 95% of a lottery-teaching job's CPU time);
+  split is 20 or 200 images; retrieval embeds all of it with the full-size network, and each
+  lottery-teaching step passes up to 64 of them through both head sets) and 1 retrieved image per
+  exemplar (with 50, the distillation stream was 95% of a CIFAR-10 lottery-teaching job's CPU time);
 - each grid to a covering set: point i takes value i mod n of every axis, so every value of
   every axis (init, growth, protocol, schedule, ...) runs at least once, not their product, once
   per method, dataset and backbone (sweeps that differ only in their task count share it);
@@ -38,7 +38,7 @@ MAX_ROUNDS = 2
 VALIDATION_FRACTION = 0.5  # of a synthetic class's 2 training images: 1 held out, 1 trained on
 EXEMPLARS = 1
 PER_CLASS = 2  # images of each class kept per split at prepare time
-POOL_IMAGES = 20  # images kept in an unlabeled pool
+POOL_IMAGES = 4  # images kept in an unlabeled pool: retrieval still runs it out from task 2 on
 UNLABELED_PER_EXEMPLAR = 1
 
 

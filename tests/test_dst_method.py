@@ -20,7 +20,8 @@ from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.errors import ConfigError
 from sparsecl.io import load_torch, write_text
 from sparsecl.methods import EvalContext, resume
-from sparsecl.methods.dst import DST, DSTArgs, all_logit_accuracy
+from sparsecl.methods.dst import DST, all_logit_accuracy
+from sparsecl.plans.dst import DSTArgs
 from sparsecl.scenarios import ScenarioSpec
 from sparsecl.sparse import MaskFile
 from sparsecl.sparse.masks import FREE

@@ -26,10 +26,10 @@ from sparsecl.engine import DeviceData, train_epoch
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, sha256_file
 from sparsecl.methods import EvalContext, focil, focil_answers, get_method
-from sparsecl.methods.focil import FocilArgs
 from sparsecl.methods.focil_experts import expert_outputs
 from sparsecl.methods.focil_routing import FALLBACK, RULES, Prototypes, choose_rule, route, rule_scores
 from sparsecl.models import create_backbone
+from sparsecl.plans.focil import FocilArgs
 from sparsecl.scenarios import Scenario, ScenarioSpec
 from sparsecl.sparse import MaskFile
 

@@ -30,7 +30,7 @@ from sparsecl.io import load_torch, write_text
 from sparsecl.methods import multistep, training
 from sparsecl.methods.distillation import TeacherTap, distillation_loss, kd_term, sample_weights
 from sparsecl.models import create_backbone
-from sparsecl.multistep_config import (
+from sparsecl.plans.multistep import (
     STAGE_KEYS,
     MultistepArgs,
     predecessor,
@@ -475,7 +475,9 @@ def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits
     torch.save({"state_dict": load_torch(chain / "task0/sst/model.pt")["state_dict"]}, foreign)
     with pytest.raises(DataError, match="foreign.pt: not a model file written by sparsecl"):
         train(run_config(), 1, "sst_msl", teacher0=foreign)
-    with pytest.raises(ConfigError, match=r"method_args.msl_alpha: step 2 needs a weight for steps 0..1, got \[1.0\]"):
+    with pytest.raises(
+        ConfigError, match=r"method_args.msl_alpha: the multi-step loss needs a weight for steps 0..1, got \[1.0\]"
+    ):
         train(
             run_config(msl_alpha=[1.0]), 2, "sst_msl", teacher0=chain / "task0/sst/model.pt", teacher1=prev / "model.pt"
         )

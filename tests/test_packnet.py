@@ -24,7 +24,7 @@ from sparsecl.config import RunConfig, load_run_config, write_run_config
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_runs
 from sparsecl.io import load_torch
-from sparsecl.methods.packnet import PackNetArgs
+from sparsecl.plans.packnet import PackNetArgs
 from sparsecl.sparse.masks import FREE
 
 from .stage_helpers import kill_in_epoch, make_run, train_task

@@ -15,10 +15,11 @@ import yaml
 
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_runs
-from sparsecl.methods.tickets_bu import BUArgs, imp_decision, regrow_decision
+from sparsecl.methods.tickets_bu import imp_decision, regrow_decision
 from sparsecl.methods.tickets_teaching import Balance, StreamLogits, kd_loss, lottery_loss
 from sparsecl.methods.tickets_unlabeled import embed, frozen_views, greedy_knn, normalise, teacher_logits
 from sparsecl.models import create_backbone
+from sparsecl.plans.tickets import BUArgs
 from sparsecl.sparse.imp import conv_parameters, dense_masks, prune_count, prune_smallest_global, remaining_percent
 
 ROOT = Path(__file__).resolve().parents[1]

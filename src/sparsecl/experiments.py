@@ -20,6 +20,7 @@ import yaml
 from .config import RunConfig, TrainConfig
 from .data import get_dataset
 from .errors import ConfigError
+from .plans import check_run
 from .scenarios import ScenarioSpec
 
 
@@ -223,7 +224,9 @@ def plan_runs(config: dict, schema: dict) -> list[PlannedRun]:
             _check_stage_train(name, settings, schema)
             paper = settings.get("paper", PAPERS.get(settings["method"], ""))
             for seed in seeds:
-                planned.append(PlannedRun(_run_config(name, point, seed, settings), paper))
+                run = _run_config(name, point, seed, settings)
+                check_run(run)
+                planned.append(PlannedRun(run, paper))
     _check_paper_slugs(planned)
     return planned
 

@@ -15,7 +15,7 @@
 # rerun on every change. The stages read a stage config instead,
 # results/runs/<run>/stage_configs/<stage>.yaml: the run's settings with `train` resolved for the
 # stage (`method_args.stage_train`) and `method_args` cut down to the keys that stage depends on
-# (sparsecl.multistep_config.STAGE_KEYS). `multistep_stage_config` writes it from its params, as
+# (sparsecl.plans.multistep.STAGE_KEYS). `multistep_stage_config` writes it from its params, as
 # run_config does, so the file changes only when those settings do: a new `ratio` rewrites the
 # sst and sst_msl configs, and reruns sst and everything after it, never train.
 

@@ -1,7 +1,7 @@
 # multistep: helpers of workflow/rules/multistep.smk (stage inputs, teachers, which evaluation
 # stands for each step), kept apart from its rules.
 
-from sparsecl import multistep_config as MS  # noqa: E402
+from sparsecl.plans import multistep as MS  # noqa: E402
 
 
 def multistep_file(run, step, stage, name):

@@ -30,17 +30,16 @@ mask and every update, per layer (step, pruned, grown, active, density, reused).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig, method_args
 from ..data import get_dataset
 from ..engine import DeviceData, autocast, make_optimizer, make_scheduler, predict_logits
 from ..engine.loop import LossFn, sliced_cross_entropy
-from ..errors import ConfigError
+from ..plans.dst import DSTArgs
 from ..sparse import (
     MaskFile,
     apply_masks,
@@ -51,8 +50,6 @@ from ..sparse import (
     reinitialise,
     row_mask,
 )
-from ..sparse.dst import GROWTH_ALIASES, GROWTH_MODES
-from ..sparse.masks import DENSITY_INITS
 from ..sparse.stats import evaluation_columns, format_statistics, mask_statistics
 from ..sparse.trainer import DSTSchedule, SparseTrainer
 from .base import EvalContext, Method, TaskContext, TaskResult, register_method
@@ -60,36 +57,6 @@ from .finetune import loss_range
 from .training import fit
 
 CLASSIFIER = "classifier.weight"
-
-
-@dataclass(frozen=True)
-class DSTArgs:
-    """`method_args` of a dst experiment (defaults: the paper code's CIFAR driver, as in the schema)."""
-
-    density: float = 0.2
-    init: str = "uniform"
-    growth: str = "random"
-    update_frequency: int = 400
-    prune_rate: float = 0.5
-    prune_rate_min: float = 0.005
-    isolate: bool = True
-
-    @classmethod
-    def of(cls, run: RunConfig) -> DSTArgs:
-        args = method_args(cls, run)
-        growths = (*GROWTH_MODES, *GROWTH_ALIASES)
-        if args.growth not in growths:
-            raise ConfigError(f"method_args.growth: expected one of {growths}, got {args.growth!r}")
-        if args.init not in DENSITY_INITS:
-            raise ConfigError(f"method_args.init: expected one of {tuple(DENSITY_INITS)}, got {args.init!r}")
-        if not 0 < args.density <= 1:
-            raise ConfigError(f"method_args.density: expected in (0, 1], got {args.density}")
-        train = run.train
-        if args.growth == "momentum" and train.optimizer == "sgd" and train.momentum == 0:
-            raise ConfigError("method_args.growth: momentum growth needs Adam or SGD with train.momentum > 0")
-        if run.protocol == "standard" and args.isolate and train.weight_decay > 0:
-            raise ConfigError("train.weight_decay: must be 0 for dst with isolation (decay would move frozen weights)")
-        return args
 
 
 @register_method("dst")

@@ -43,11 +43,11 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, method_args
 from ..engine import make_optimizer, make_scheduler, train_epoch
 from ..engine.loop import LossFn, sliced_cross_entropy
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..models import create_backbone
+from ..plans.focil import FocilArgs
 from ..seeds import seed_stream
 from ..sparse import (
     MaskFile,
@@ -60,37 +60,11 @@ from ..sparse import (
 )
 from .base import EvalContext, Method, TaskContext, TaskResult, register_method
 from .focil_experts import evaluate_experts, expert_outputs, settings_for
-from .focil_routing import SCORES, Prototypes
+from .focil_routing import Prototypes
 from .resume import load_resume, save_resume
 
-SEARCHES = ("adaptive", "fixed")
 # Purposes of the per-(seed, task) random streams, so each can change without moving the others.
 SAMPLER, MASK, STREAM, INIT = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class FocilArgs:
-    """`method_args` of a focil experiment (defaults as in the config schema)."""
-
-    search: str = "adaptive"
-    trials: int = 20
-    lr_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-    density_grid: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08, 0.1)
-    lr: float = 0.1
-    density: float = 0.1
-    report_every: int = 50
-    selection_batch: int = 10
-    selection_score: str = "auto"
-
-    @classmethod
-    def of(cls, run: RunConfig) -> FocilArgs:
-        args = method_args(cls, run)
-        for key, allowed in (("search", SEARCHES), ("selection_score", SCORES)):
-            if getattr(args, key) not in allowed:
-                raise ConfigError(f"method_args.{key}: expected one of {allowed}, got {getattr(args, key)!r}")
-        if run.scenario.kind != "class":
-            raise ConfigError(f"scenario.kind: focil is class-incremental, expected 'class', got {run.scenario.kind!r}")
-        return args
 
 
 @dataclass

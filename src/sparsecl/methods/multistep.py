@@ -34,7 +34,7 @@ from ..config import RunConfig
 from ..engine import make_optimizer, make_scheduler
 from ..engine.loop import LossFn, sliced_cross_entropy
 from ..errors import ConfigError, DataError
-from ..multistep_config import STAGES, MultistepArgs, stage_run_config, stages_of_step, teachers
+from ..plans.multistep import STAGES, MultistepArgs, stage_run_config, stages_of_step, teachers
 from ..scenarios import Scenario
 from ..seeds import seed_stream
 from ..sparse.channels import (
@@ -139,13 +139,8 @@ def _aod(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
 def _sst_msl(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
     """Sparsity training on a new S with the multi-step loss: CE + sum_j alpha_j * distillation from step j."""
     wanted = teachers(ctx.stage, ctx.task, ctx.scenario.spec.num_tasks, args.msl_teachers)
-    steps = [step for step, _ in wanted.values()]  # the config is checked before any file is read
-    if args.msl_alpha:
-        if len(args.msl_alpha) <= max(steps):
-            raise ConfigError(
-                f"method_args.msl_alpha: step {ctx.task} needs a weight for steps 0..{max(steps)},"
-                f" got {list(args.msl_alpha)}"
-            )
+    steps = [step for step, _ in wanted.values()]
+    if args.msl_alpha:  # long enough for every step: MultistepArgs.check
         alphas = [args.msl_alpha[j] for j in steps]
     else:
         alphas = [args.kd_lambda / len(steps)] * len(steps)

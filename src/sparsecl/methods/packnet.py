@@ -18,17 +18,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig, method_args
 from ..engine import make_optimizer, make_scheduler
 from ..engine.loop import sliced_cross_entropy
 from ..errors import ConfigError
 from ..io import remove_stale_temporaries
+from ..plans.packnet import PackNetArgs
 from ..sparse import MaskFile, apply_masks, maskable_parameters, row_mask
 from ..sparse.stats import evaluation_columns, format_statistics, mask_statistics
 from .base import EvalContext, Method, TaskContext, TaskResult, register_method
@@ -37,23 +37,6 @@ from .training import fit
 
 HEAD = "classifier"  # the module whose rows are the per-class outputs (every backbone names it so)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-@dataclass(frozen=True)
-class PackNetArgs:
-    """`method_args` of a packnet experiment (defaults as in the schema: the paper's 50% per task)."""
-
-    prune_ratio: float = 0.5  # fraction of each layer's free weights a task gives back
-    retrain_epochs: int = 10  # epochs of the kept weights after the prune (0: none)
-
-    @classmethod
-    def of(cls, run: RunConfig) -> PackNetArgs:
-        args = method_args(cls, run)
-        if not 0 < args.prune_ratio < 1:
-            raise ConfigError(f"method_args.prune_ratio: expected a number in (0, 1), got {args.prune_ratio}")
-        if args.retrain_epochs < 0:
-            raise ConfigError(f"method_args.retrain_epochs: expected an integer >= 0, got {args.retrain_epochs}")
-        return args
 
 
 @register_method("packnet")

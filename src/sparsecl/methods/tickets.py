@@ -32,56 +32,23 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..config import RunConfig, method_args
+from ..config import RunConfig
 from ..data import get_dataset
 from ..engine import DeviceData, autocast, make_optimizer, make_scheduler
 from ..errors import ConfigError
+from ..plans.tickets import LotteryArgs, PruneArgs
 from ..scenarios import Scenario
 from ..sparse import apply_masks
 from ..sparse.imp import Masks, conv_parameters, dense_masks, remaining_percent
 from .base import EvalContext, Method, TaskContext, TaskResult
 from .tickets_teaching import first_task_epoch, lottery_epoch
-from .tickets_unlabeled import UNLABELED_SOURCES, load_unlabeled, provenance_of, retrieve
+from .tickets_unlabeled import load_unlabeled, provenance_of, retrieve
 from .training import fit_epochs
 
 
-@dataclass(frozen=True)
-class LotteryArgs:
-    """`method_args` shared by the three tickets methods."""
-
-    unlabeled_source: str = "pool"
-    unlabeled_per_exemplar: int = 50
-    kd_temperature: float = 2.0
-
-    @classmethod
-    def of(cls, run: RunConfig):
-        args = method_args(cls, run)
-        if args.unlabeled_source not in UNLABELED_SOURCES:
-            raise ConfigError(
-                f"method_args.unlabeled_source: expected one of {UNLABELED_SOURCES}, got {args.unlabeled_source!r}"
-            )
-        args.check(run)
-        return args
-
-    def check(self, run: RunConfig) -> None:
-        """Method-specific checks (subclasses)."""
-
-
-@dataclass(frozen=True)
-class PruneArgs(LotteryArgs):
-    """Shared by the pruning methods: the prune step and the retraining between prunes."""
-
-    prune_fraction: float = 0.2
-    retrain_epochs: int = 30
-    retrain_lr: float = 1e-4
-
-    def check(self, run: RunConfig) -> None:
-        if not 0 < self.prune_fraction < 1:
-            raise ConfigError(f"method_args.prune_fraction: expected in (0, 1), got {self.prune_fraction}")
-
-    def retrain_schedule(self) -> Schedule:
-        """IMP retraining: `retrain_epochs` at the constant `retrain_lr` (upstream: 30 at lr / 100)."""
-        return Schedule(self.retrain_epochs, self.retrain_lr, decay=False)
+def retrain_schedule(args: PruneArgs) -> Schedule:
+    """IMP retraining: `retrain_epochs` at the constant `retrain_lr` (upstream: 30 at lr / 100)."""
+    return Schedule(args.retrain_epochs, args.retrain_lr, decay=False)
 
 
 @dataclass(frozen=True)

@@ -26,35 +26,22 @@ both loops and continues from each round's best epoch.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..plans.tickets import BUArgs
 from ..sparse import apply_masks
 from ..sparse.imp import conv_parameters, dense_masks, prune_count, prune_smallest_global, remaining_percent
 from .base import TaskContext, TaskResult, register_method
 from .tickets import (
-    PruneArgs,
     TicketsMethod,
     current_masks,
     full_schedule,
+    retrain_schedule,
     stopping_split,
     train_current_task,
     validation_score,
 )
-
-
-@dataclass(frozen=True)
-class BUArgs(PruneArgs):
-    deacc: float = 2.0
-    accept_decay: float = 1.0
-    max_rounds: int = 26
-    base_sparsity: float = 90.0
-
-    def check(self, run) -> None:
-        super().check(run)
-        if self.max_rounds < 1:
-            raise ConfigError(f"method_args.max_rounds: expected >= 1, got {self.max_rounds}")
 
 
 def imp_decision(round_: int, drop: float, sparsity: float, args: BUArgs) -> dict[str, Any]:
@@ -126,7 +113,7 @@ class TicketsBU(TicketsMethod):
         trained = train_current_task(
             ctx,
             args,
-            args.retrain_schedule(),
+            retrain_schedule(args),
             masks=masks,
             score=lambda: split.joint(ctx.model, t, batch),
             restore_best=ctx.run.protocol != "faithful",

@@ -26,41 +26,22 @@ standard starts each round with a fresh SGD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..errors import ConfigError, DataError
+from ..plans.tickets import TDArgs
 from ..sparse import apply_masks, reinitialise
 from ..sparse.imp import Masks, conv_parameters, dense_masks, prune_smallest_global, remaining_percent
 from .base import TaskContext, TaskResult, register_method
 from .tickets import (
-    PruneArgs,
     TicketsMethod,
     best_state,
     current_masks,
     full_schedule,
+    retrain_schedule,
     train_current_task,
     validation_score,
 )
-
-REWINDS = ("zero", "best", "rand", "none")
-
-
-@dataclass(frozen=True)
-class TDArgs(PruneArgs):
-    prune_schedule: tuple[int, ...] = (1, 1, 2, 3, 5)
-    rewind: str = "zero"
-
-    def check(self, run) -> None:
-        super().check(run)
-        if len(self.prune_schedule) != run.scenario.num_tasks or min(self.prune_schedule, default=0) < 1:
-            raise ConfigError(
-                f"method_args.prune_schedule: expected {run.scenario.num_tasks} prune counts >= 1 (one per task),"
-                f" got {list(self.prune_schedule)}"
-            )
-        if self.rewind not in REWINDS:
-            raise ConfigError(f"method_args.rewind: expected one of {REWINDS}, got {self.rewind!r}")
 
 
 @torch.no_grad()
@@ -151,7 +132,7 @@ class TicketsTD(TicketsMethod):
             trained = train_current_task(
                 ctx,
                 args,
-                args.retrain_schedule(),
+                retrain_schedule(args),
                 masks=masks,
                 score=validation_score(ctx),
                 restore_best=not faithful,

@@ -34,7 +34,6 @@ from ..errors import ConfigError, DataError
 from ..io import read_json
 from .base import TaskContext
 
-UNLABELED_SOURCES = ("pool", "held_out_classes")
 HELD_OUT_DEVIATION = "unlabeled images: training images of the classes outside the scenario, not 80M Tiny Images"
 
 

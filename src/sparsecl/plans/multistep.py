@@ -1,6 +1,6 @@
-"""The multistep method's settings, its stage sequence, and what each stage depends on (torch-free).
+"""multistep's plan: its settings, its stage sequence, and what each stage depends on.
 
-The workflow imports this at DAG-build time. Step 0 runs `train` then `sst` on chunk 0; every
+Step 0 runs `train` then `sst` on chunk 0; every
 later step k runs `aod` then, unless it is the last step, `sst_msl` on chunk k. Each stage job
 reads a stage config (`stage_run_config`): the run's settings with `train` resolved for that
 stage and `method_args` cut down to the keys the stage depends on, so that a change of, e.g.,
@@ -9,11 +9,13 @@ stage and `method_args` cut down to the keys the stage depends on, so that a cha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from .config import RunConfig, TrainConfig, method_args
-from .errors import ConfigError
+from ..config import RunConfig, TrainConfig
+from ..errors import ConfigError
+from .base import TRAINED, Decide, MethodArgs, Plan, Ref, Stage, register_plan
 
 STAGES = ("train", "sst", "aod", "sst_msl")
 SELECTIONS = ("global", "layer")
@@ -27,7 +29,7 @@ def _arg(default: Any, *stages: str) -> Any:
 
 
 @dataclass(frozen=True)
-class MultistepArgs:
+class MultistepArgs(MethodArgs):
     """`method_args` of a multistep experiment; each field names the stages that read it."""
 
     ratio: float = _arg(0.5, "sst", "sst_msl")  # fraction of all BN channels in the selected set S
@@ -47,36 +49,42 @@ class MultistepArgs:
     msl_alpha: tuple[float, ...] = _arg((), "sst_msl")  # weight of step j's snapshot; (): kd_lambda / count
     stage_train: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> overrides of `train`
 
-    @classmethod
-    def of(cls, run: RunConfig) -> MultistepArgs:
-        args = method_args(cls, run)
+    def check(self, run: RunConfig) -> None:
         for key, allowed in (
             ("selection", SELECTIONS),
             ("kd_weighting", WEIGHTINGS),
             ("msl_teachers", TEACHER_SETS),
             ("reinit_downstream", DOWNSTREAM),
         ):
-            if getattr(args, key) not in allowed:
-                raise ConfigError(f"method_args.{key}: expected one of {allowed}, got {getattr(args, key)!r}")
-        if not 0 < args.ratio < 1:
-            raise ConfigError(f"method_args.ratio: expected in (0, 1), got {args.ratio}")
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"method_args.{key}: expected one of {allowed}, got {getattr(self, key)!r}")
+        if not 0 < self.ratio < 1:
+            raise ConfigError(f"method_args.ratio: expected in (0, 1), got {self.ratio}")
         for key in ("s", "kd_lambda", "reinit_gamma"):
-            if getattr(args, key) < 0:
-                raise ConfigError(f"method_args.{key}: expected >= 0, got {getattr(args, key)}")
-        if not args.ratio <= args.layer_cap <= 1:
+            if getattr(self, key) < 0:
+                raise ConfigError(f"method_args.{key}: expected >= 0, got {getattr(self, key)}")
+        if not self.ratio <= self.layer_cap <= 1:
             raise ConfigError(
-                f"method_args.layer_cap: expected in [ratio, 1] = [{args.ratio}, 1], got {args.layer_cap}"
+                f"method_args.layer_cap: expected in [ratio, 1] = [{self.ratio}, 1], got {self.layer_cap}"
             )
-        if not 0 <= args.silenced_floor <= 1:
-            raise ConfigError(f"method_args.silenced_floor: expected in [0, 1], got {args.silenced_floor}")
-        if args.small_gamma <= 0:
-            raise ConfigError(f"method_args.small_gamma: expected > 0, got {args.small_gamma}")
-        if args.temperature <= 0:
-            raise ConfigError(f"method_args.temperature: expected > 0, got {args.temperature}")
-        unknown = sorted(set(args.stage_train) - set(STAGES))
+        if not 0 <= self.silenced_floor <= 1:
+            raise ConfigError(f"method_args.silenced_floor: expected in [0, 1], got {self.silenced_floor}")
+        if self.small_gamma <= 0:
+            raise ConfigError(f"method_args.small_gamma: expected > 0, got {self.small_gamma}")
+        if self.temperature <= 0:
+            raise ConfigError(f"method_args.temperature: expected > 0, got {self.temperature}")
+        unknown = sorted(set(self.stage_train) - set(STAGES))
         if unknown:
             raise ConfigError(f"method_args.stage_train.{unknown[0]}: unknown stage; expected one of {STAGES}")
-        return args
+        if run.scenario.kind != "data":
+            raise ConfigError("scenario.kind: the multistep method needs a data-incremental scenario (kind: data)")
+        steps = run.scenario.num_tasks
+        needed = [j for k in range(1, steps - 1) for j, _ in teachers("sst_msl", k, steps, self.msl_teachers).values()]
+        if self.msl_alpha and needed and len(self.msl_alpha) <= max(needed):
+            raise ConfigError(
+                f"method_args.msl_alpha: the multi-step loss needs a weight for steps 0..{max(needed)},"
+                f" got {list(self.msl_alpha)}"
+            )
 
 
 STAGE_KEYS = {
@@ -138,3 +146,25 @@ def teachers(stage: str, step: int, num_steps: int, msl_teachers: str = "all") -
         steps = range(step) if msl_teachers == "all" else [step - 1]
         return {f"teacher{j}": (j, final_stage(j, num_steps)) for j in steps}
     return {}
+
+
+@register_plan("multistep")
+class Multistep(Plan):
+    """Each stage starts from the one before it (across steps too) and is evaluated on its own."""
+
+    args = MultistepArgs
+
+    def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
+        steps = run.scenario.num_tasks
+        msl = run.method_args.get("msl_teachers", MultistepArgs.msl_teachers)
+        for stage in stages_of_step(task, steps):
+            reads = {}
+            before = predecessor(stage, task, steps)
+            if before:
+                reads = {"prev_model": Ref(*before), "prev_masks": Ref(*before, "masks.pt")}
+            reads |= {name: Ref(*where) for name, where in teachers(stage, task, steps, msl).items()}
+            channels = ("channels.parquet",) if stage in ("sst", "sst_msl") else ()
+            yield Stage(stage, reads, (*TRAINED, *channels), keys=STAGE_KEYS[stage])
+
+    def evaluated(self, run: RunConfig, task: int, decide: Decide) -> list[str]:
+        return list(stages_of_step(task, run.scenario.num_tasks))

@@ -1,0 +1,230 @@
+"""Lifelong Tickets' plans (tickets_cil, tickets_td, tickets_bu) and their arguments.
+
+Every task t >= 1 starts with `retrieve`: the unlabeled images around the exemplars, their views
+and the teacher logits of task t-1's dense `train` model; every later stage of the task that
+trains distils on them. tickets_cil trains densely (`train`); tickets_td prunes a fixed number of
+rounds after each task and retrains the last ticket at the end (`final`); tickets_bu prunes task
+0 by IMP rounds and lets each later task regrow its ticket, and since accuracy decides how many
+rounds run, those stages are deciding stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from .base import STANDING, TRAINED, Decide, MethodArgs, Plan, Ref, Stage, register_plan
+
+UNLABELED_SOURCES = ("pool", "held_out_classes")
+REWINDS = ("zero", "best", "rand", "none")
+LOTTERY_KEYS = ("unlabeled_source", "unlabeled_per_exemplar", "kd_temperature")
+PRUNE_KEYS = (*LOTTERY_KEYS, "prune_fraction", "retrain_epochs", "retrain_lr")
+
+
+@dataclass(frozen=True)
+class LotteryArgs(MethodArgs):
+    """`method_args` shared by the three tickets methods."""
+
+    unlabeled_source: str = "pool"
+    unlabeled_per_exemplar: int = 50
+    kd_temperature: float = 2.0
+
+    def check(self, run: RunConfig) -> None:
+        if self.unlabeled_source not in UNLABELED_SOURCES:
+            raise ConfigError(
+                f"method_args.unlabeled_source: expected one of {UNLABELED_SOURCES}, got {self.unlabeled_source!r}"
+            )
+        if run.scenario.kind != "class":
+            raise ConfigError(
+                f"scenario.kind: the tickets methods are class-incremental (class), got {run.scenario.kind!r}"
+            )
+
+
+@dataclass(frozen=True)
+class PruneArgs(LotteryArgs):
+    """Shared by the pruning methods: the prune step and the retraining between prunes."""
+
+    prune_fraction: float = 0.2
+    retrain_epochs: int = 30
+    retrain_lr: float = 1e-4
+
+    def check(self, run: RunConfig) -> None:
+        super().check(run)
+        if not 0 < self.prune_fraction < 1:
+            raise ConfigError(f"method_args.prune_fraction: expected in (0, 1), got {self.prune_fraction}")
+
+
+@dataclass(frozen=True)
+class TDArgs(PruneArgs):
+    prune_schedule: tuple[int, ...] = (1, 1, 2, 3, 5)
+    rewind: str = "zero"
+
+    def check(self, run: RunConfig) -> None:
+        super().check(run)
+        if len(self.prune_schedule) != run.scenario.num_tasks or min(self.prune_schedule, default=0) < 1:
+            raise ConfigError(
+                f"method_args.prune_schedule: expected {run.scenario.num_tasks} prune counts >= 1 (one per task),"
+                f" got {list(self.prune_schedule)}"
+            )
+        if self.rewind not in REWINDS:
+            raise ConfigError(f"method_args.rewind: expected one of {REWINDS}, got {self.rewind!r}")
+
+
+@dataclass(frozen=True)
+class BUArgs(PruneArgs):
+    deacc: float = 2.0
+    accept_decay: float = 1.0
+    max_rounds: int = 26
+    base_sparsity: float = 90.0
+
+    def check(self, run: RunConfig) -> None:
+        super().check(run)
+        if self.max_rounds < 1:
+            raise ConfigError(f"method_args.max_rounds: expected >= 1, got {self.max_rounds}")
+        if run.protocol == "standard" and not run.scenario.validation_fraction:
+            raise ConfigError(
+                "scenario.validation_fraction: tickets_bu's stopping rules read a validation split under the"
+                " standard protocol; expected a fraction > 0"
+            )
+
+
+def prev(task: int, stage: str, model: str = "model.pt") -> dict[str, Ref]:
+    """A stage's starting point (--prev-model/--prev-masks): the files of `stage` of `task`."""
+    return {"prev_model": Ref(task, stage, model), "prev_masks": Ref(task, stage, "masks.pt")}
+
+
+class Tickets(Plan):
+    """The stages the three share: `retrieve` and the dense lottery-teaching `train`."""
+
+    args = LotteryArgs
+
+    def unlabeled(self, run: RunConfig, task: int) -> tuple[dict[str, Ref], tuple[str, ...]]:
+        """What a training stage of task t >= 1 distils on: task t's retrieval (and the pool)."""
+        if task == 0:
+            return {}, ()
+        return {"unlabeled": Ref(task, "retrieve", "unlabeled.pt")}, self.pool(run)
+
+    def pool(self, run: RunConfig) -> tuple[str, ...]:
+        source = run.method_args.get("unlabeled_source", LotteryArgs.unlabeled_source)
+        return ("unlabeled_pool",) if source == "pool" else ()
+
+    def retrieve(self, run: RunConfig, task: int) -> Iterator[Stage]:
+        if task:
+            yield Stage(
+                "retrieve",
+                prev(task - 1, "train"),
+                (*TRAINED, "unlabeled.pt"),
+                keys=("unlabeled_source", "unlabeled_per_exemplar"),
+                needs=self.pool(run),
+            )
+
+    def dense(self, run: RunConfig, task: int) -> Stage:
+        """Lottery teaching of task t from task t-1's dense model."""
+        reads, needs = self.unlabeled(run, task)
+        start = prev(task - 1, "train") if task else {}
+        return Stage("train", start | reads, keys=LOTTERY_KEYS, needs=needs)
+
+    def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
+        yield from self.retrieve(run, task)
+        yield self.dense(run, task)
+
+
+@register_plan("tickets_cil")
+class TicketsCIL(Tickets):
+    """Dense class-incremental learning by lottery teaching."""
+
+
+@register_plan("tickets_td")
+class TicketsTD(Tickets):
+    """Top-down: `prune_schedule[t]` prune rounds after task t; the last round is task t's ticket.
+
+    `faithful` continues from `train`'s last epoch (last.pt) and, for t >= 1, its first prune
+    ranks the best-validation weights (`ranked`); `standard` prunes its best-validation model.
+    """
+
+    args = TDArgs
+
+    def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
+        args = TDArgs.of(run)
+        faithful = run.protocol == "faithful"
+        unlabeled, needs = self.unlabeled(run, task)
+        rewind_keys = (*LOTTERY_KEYS, "rewind")
+        yield from self.retrieve(run, task)
+        writes = (*TRAINED, "last.pt", *(() if task else ("init.pt",)))
+        start = self.ticket(args, task - 1) | self.rewind(args, task - 1) if task else {}
+        yield Stage("train", start | unlabeled, writes, keys=rewind_keys, needs=needs)
+        rounds = args.prune_schedule[task]
+        for r in range(1, rounds + 1):
+            if r == 1:
+                reads = prev(task, "train", "last.pt" if faithful else "model.pt")
+                if faithful and task:
+                    reads["ranked"] = Ref(task, "train")
+            else:
+                reads = prev(task, f"prune{r - 1}")
+            retrained = r < rounds
+            yield Stage(
+                f"prune{r}",
+                reads | (unlabeled if retrained else {}),
+                keys=(*PRUNE_KEYS, "prune_schedule"),
+                needs=needs if retrained else (),
+            )
+        if task == run.scenario.num_tasks - 1:
+            reads = self.ticket(args, task) | self.rewind(args, task) | unlabeled
+            yield Stage("final", reads, keys=rewind_keys, needs=needs)
+
+    def ticket(self, args: TDArgs, task: int) -> dict[str, Ref]:
+        """The ticket task `task` ends with: its last prune round."""
+        return prev(task, f"prune{args.prune_schedule[task]}")
+
+    def rewind(self, args: TDArgs, task: int) -> dict[str, Ref]:
+        """The weights the ticket's conv layers rewind to before the task after `task`."""
+        if args.rewind == "zero":
+            return {"rewind": Ref(0, "train", "init.pt")}
+        if args.rewind == "best":
+            return {"rewind": Ref(task, "train")}
+        return {}
+
+
+@register_plan("tickets_bu")
+class TicketsBU(Tickets):
+    """Bottom-up: IMP rounds on task 0; from task 1 on, the ticket so far trained on the task
+    (`ticket`) and, when it falls behind the dense reference, regrowth rounds. Each round's
+    decision.json says whether another follows and which round the loop keeps: the kept stage is
+    the task's ticket, evaluated, and the next task's ticket starts from its mask.
+    """
+
+    args = BUArgs
+
+    def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
+        yield from self.retrieve(run, task)
+        yield self.dense(run, task)
+        unlabeled, needs = self.unlabeled(run, task)
+        test = ("test_split",) if run.protocol == "faithful" else ()
+        writes = (*TRAINED, "decision.json")
+        if task == 0:
+            kind, start = "imp", prev(0, "train")
+        else:
+            kind, start = "regrow", {"prev_model": Ref(task, "train"), "prev_masks": Ref(task, "ticket", "masks.pt")}
+            ticket = {"prev_model": Ref(task - 1, "train"), "prev_masks": Ref(task - 1, STANDING, "masks.pt")}
+            ticket["dense"] = Ref(task, "train")
+            yield Stage("ticket", ticket | unlabeled, writes, deciding=True, needs=needs + test)
+            if not decide(task, "ticket")["regrow"]:
+                return
+        r = 1
+        while True:
+            reads = start if r == 1 else prev(task, f"{kind}{r - 1}")
+            yield Stage(f"{kind}{r}", reads | unlabeled, writes, deciding=True, needs=needs + test)
+            if decide(task, f"{kind}{r}")["stop"]:
+                return
+            r += 1
+
+    def standing(self, run: RunConfig, task: int, decide: Decide) -> str:
+        """The round the loop keeps (`train` or `ticket` when it keeps none)."""
+        last = list(self.stages(run, task, decide))[-1].name
+        if last == "ticket":
+            return last
+        kept = decide(task, last)["kept"]
+        kind, before = ("imp", "train") if task == 0 else ("regrow", "ticket")
+        return f"{kind}{kept}" if kept else before

@@ -202,31 +202,30 @@ def paper_rates(device: str, steps: int, backbones: tuple[str, ...] | None = Non
 
 
 def project(config: Path, gpu_rates: dict[str, dict] | None = None) -> None:
+    """The real run's training cost per backbone: on this machine's CPU, or (given a GPU check's
+    `paper_rates`) on that GPU, where a loaded CPU's figure would only add noise."""
     from sparsecl.data import get_dataset
 
     shapes = training_shapes(config)
+    where = "GPU" if gpu_rates is not None else "CPU (here)"
     print(f"`{config.name}`: {len(yaml.safe_load(config.read_text())['experiments'])} experiments")
     print()
-    print(
-        "| backbone (args) | dataset | batch | training image passes | CPU img/s (here) | CPU hours | GPU img/s | GPU hours |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    cpu_total, gpu_total, gpu_missing = 0.0, 0.0, False
+    print(f"| backbone (args) | dataset | batch | training image passes | {where} img/s | {where} hours |")
+    print("|---|---|---|---|---|---|")
+    total, missing = 0.0, False
     for (backbone, args, dataset), (n, batch) in sorted(shapes.items()):
-        spec = get_dataset(dataset)
-        rate = throughput(backbone, yaml.safe_load(args) or {}, spec.image_shape, spec.num_classes, batch)
-        cpu_total += n / rate / 3600
-        gpu = (gpu_rates or {}).get(rate_key(backbone, args, dataset, batch))
-        if gpu:
-            gpu_total += n / gpu["images_per_s"] / 3600
-            gpu_cells = f"{gpu['images_per_s']:,.0f} | {n / gpu['images_per_s'] / 3600:,.1f}"
+        if gpu_rates is None:
+            spec = get_dataset(dataset)
+            rate = throughput(backbone, yaml.safe_load(args) or {}, spec.image_shape, spec.num_classes, batch)
         else:
-            gpu_missing, gpu_cells = True, "— | —"
-        print(
-            f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | {rate:.0f} | {n / rate / 3600:,.0f} | {gpu_cells} |"
-        )
-    gpu_sum = "—" if gpu_missing else f"**{gpu_total:,.1f}**"
-    print(f"| **total** | | | | | **{cpu_total:,.0f}** | | {gpu_sum} |")
+            rate = gpu_rates.get(rate_key(backbone, args, dataset, batch), {}).get("images_per_s")
+        if rate is None:
+            missing = True
+            print(f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | not measured | — |")
+            continue
+        total += n / rate / 3600
+        print(f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | {rate:,.0f} | {n / rate / 3600:,.1f} |")
+    print(f"| **total** | | | | | {'at least ' if missing else ''}**{total:,.1f}** |")
 
 
 if __name__ == "__main__":

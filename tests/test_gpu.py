@@ -5,10 +5,11 @@ Specification, on CUDA (`pytest -m gpu`; skipped without a GPU): earlier tasks' 
 ownership stay bit-identical through later tasks trained under bf16 (dst and focil); a run's
 masks are the CPU run's masks for the same seed; DST updates keep the density; a task killed and
 resumed ends with the uninterrupted run's weights (with deterministic kernels, bit for bit); the
-training loop never waits for the device; channels_last predicts what the default layout does,
-within bf16 rounding. `SPARSECL_GPU_TESTS_ON_CPU=1` runs the same tests on the CPU, which checks
-the tests themselves where no GPU is at hand (the CUDA-only comparisons then compare the CPU with
-itself). The unmarked tests hold on any device; the slow one runs `gpu_check.sh --cpu-smoke`.
+training loop never waits for the device; channels_last predicts what the default layout does
+(exactly in fp32; under bf16 as far from fp32 as the default layout). `SPARSECL_GPU_TESTS_ON_CPU=1`
+runs the same tests on the CPU, which checks the tests themselves where no GPU is at hand (the
+CUDA-only comparisons then compare the CPU with itself). The unmarked tests hold on any device;
+the slow one runs `gpu_check.sh --cpu-smoke`, whose correctness section runs the quick ones so.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from sparsecl.io import load_torch, read_parquet_provenance, write_text
 from sparsecl.models import create_backbone
 from sparsecl.scenarios import ScenarioSpec, make_scenario
 from sparsecl.sparse import layer_densities, maskable_parameters, random_masks
+from sparsecl.sparse.dst import grow
 from sparsecl.sparse.masks import FREE, apply_masks, mask_factors
 from sparsecl.sparse.trainer import DSTSchedule, SparseTrainer
 
@@ -169,6 +171,7 @@ def test_dst_updates_on_the_device_keep_the_density_and_the_layout():
     masks = random_masks(params, layer_densities("ERK", {n: tuple(p.shape) for n, p in params.items()}, 0.2), generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(16, 3, 32, 32, device=DEVICE), torch.randint(0, 100, (16,), device=DEVICE)
+    active = sum(int(mask.sum()) for mask in masks.values())
     for growth in ("random", "unfired", "gradient", "momentum"):
         trainer = SparseTrainer(params, masks, optimizer, generator, schedule=DSTSchedule(growth, 1, 100))
         with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=DEVICE.type == "cuda"):
@@ -176,14 +179,31 @@ def test_dst_updates_on_the_device_keep_the_density_and_the_layout():
         loss.backward()
         optimizer.step()
         trainer.after_step()  # applies the masks, then updates (frequency 1)
-        assert trainer.history[-1]["pruned"] == trainer.history[-1]["grown"] > 0, growth
-        assert trainer.active() == trainer.initial_active, growth
+        pruned, grown = (sum(layer[i] for layer in trainer.history[-1]["layers"]) for i in (0, 1))  # per layer
+        assert pruned == grown > 0, growth
+        assert sum(int(mask.sum()) for mask in trainer.masks.values()) == active, growth
         for name, mask in trainer.masks.items():
             assert mask.device == params[name].device
             assert not params[name][~mask].any(), name
             buffer = optimizer.state[params[name]]["momentum_buffer"]
             assert not buffer[~mask].any(), name
         optimizer.zero_grad()
+
+
+@on_gpu
+def test_faithful_growth_on_cuda_breaks_ties_as_the_original_call_does_on_cuda():
+    """Faithful regrowth makes the original code's own torch.sort call, on the device the weights
+    are on: among tied (zero) scores it picks what that call picks there, whatever the CPU's order."""
+    generator = torch.Generator().manual_seed(1)
+    kept = (torch.rand(20, 512, generator=generator) < 0.5).to(DEVICE)
+    scores = torch.zeros(20, 512, device=DEVICE)
+    scores[:2] = torch.randn(2, 512, generator=generator).to(DEVICE)
+    for count in (10, 700, 4378):
+        original = kept.float()  # the original code's regrowth, as it is written there
+        _, order = torch.sort(torch.abs(scores * (original == 0).float()).flatten(), descending=True)
+        original.view(-1)[order[:count]] = 1.0
+        picked = grow("momentum", kept, count, generator=torch.Generator(device=DEVICE), exact=False, scores=scores)
+        assert torch.equal(picked, original.bool()), count
 
 
 @on_gpu
@@ -238,7 +258,8 @@ def test_a_task_killed_on_cuda_resumes_to_the_uninterrupted_weights(cifar, tmp_p
 
 
 def sync_warnings(fn) -> int:
-    """How many synchronising CUDA calls `fn` makes (CUDA's sync debug mode warns at each)."""
+    """How many synchronising CUDA calls `fn` makes (CUDA's sync debug mode warns at each; its own
+    one-time notice that the mode is a prototype is not one)."""
     if DEVICE.type != "cuda":
         fn()
         return 0
@@ -249,7 +270,7 @@ def sync_warnings(fn) -> int:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    return sum("called a synchronizing CUDA operation" in str(w.message) for w in caught)
 
 
 @on_gpu
@@ -278,20 +299,27 @@ def test_the_training_loop_never_waits_for_the_device():
 
 @on_gpu
 @pytest.mark.parametrize("backbone", ["resnet18_seed", "mobilenetv2_seed"])
-def test_channels_last_predicts_what_the_default_layout_does_within_bf16_rounding(backbone):
+def test_channels_last_predicts_what_the_default_layout_does_at_each_precision(backbone):
+    """The layout changes nothing in fp32, and under bf16 each layout is as far from fp32 as the
+    other: bf16's own error is the network's (on H200, at initialisation: 2.3 % of the logits' norm
+    for resnet18_seed, 37 % for mobilenetv2_seed, for both layouts), not the layout's."""
     torch.manual_seed(0)
     model = create_backbone(backbone, 100, (32, 32, 3)).to(DEVICE)
     nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x = torch.randn(64, 3, 32, 32, device=DEVICE)
-    with torch.no_grad():
-        reference = copy.deepcopy(model).double()(x.double()).float()
-        with autocast(DEVICE):  # the engine's: bf16 on CUDA
-            default = model(x).float()
-            last = nhwc(x.contiguous(memory_format=torch.channels_last)).float()
-    for logits in (default, last):
-        assert torch.isfinite(logits).all()
-        assert (logits - reference).norm() / reference.norm() < 5e-2
-    assert (default - last).norm() / default.norm() < 5e-2
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            fp32, fp32_last = model(x), nhwc(x.contiguous(memory_format=torch.channels_last))
+            with autocast(DEVICE):  # the engine's: bf16 on CUDA
+                bf16, bf16_last = model(x).float(), nhwc(x.contiguous(memory_format=torch.channels_last)).float()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert torch.isfinite(bf16).all() and torch.isfinite(bf16_last).all()
+    assert (fp32_last - fp32).norm() / fp32.norm() < 1e-4
+    error, error_last = ((b - fp32).norm() / fp32.norm() for b in (bf16, bf16_last))
+    assert abs(error_last - error) <= 0.1 * error + 1e-3
 
 
 def test_channels_last_batches_hold_the_same_pixels_as_the_default_layout():
@@ -316,8 +344,12 @@ def test_the_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
                    check=True, capture_output=True, timeout=3600)  # fmt: skip
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert (tmp_path / "gpu_check.log").stat().st_size > 0
-    sections = {"environment", "correctness", "throughput", "dst_update", "projections", "targets", "workflow"}
+    sections = {"environment", "correctness", "throughput", "dst_update", "paper_rates", "projections", "targets",
+                "workflow"}  # fmt: skip
     assert sections <= set(report) and all("error" not in str(report[s].get("status", "")) for s in sections)
+    tests = report["correctness"]["tests"]  # the GPU tests' own code, run on the CPU
+    assert report["correctness"]["returncode"] == 0 and len(tests) >= 8 and set(tests.values()) == {"passed"}
+    assert report["paper_rates"] and all(r["images_per_s"] > 0 for r in report["paper_rates"].values())
     cells = [
         e for e in report["throughput"]["results"].values() if e["backbone"] in ("resnet18_seed", "mobilenetv2_seed")
     ]

@@ -13,6 +13,7 @@ import torch
 from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, write_run_config
 from sparsecl.data import get_dataset
+from sparsecl.jobs import EvalJob, TrainJob
 from sparsecl.methods import training
 from sparsecl.scenarios import ScenarioSpec, make_scenario
 
@@ -67,23 +68,58 @@ def make_run(root: Path, method: str = "finetune", *, num_tasks: int = 3, seed: 
     return config, data_dir, scenario_path
 
 
-def train_task(config: Path, data_dir: Path, scenario: Path, task: int, out: Path, evaluate: bool = False) -> Path:
+def train_task(
+    config: Path,
+    data_dir: Path,
+    scenario: Path,
+    task: int,
+    out: Path,
+    evaluate: bool = False,
+    device: torch.device = CPU,
+) -> Path:
     """Train `task` (reading task-1 from `out`), writing into out/task<t>/; with `evaluate`, then
     evaluate it in the same call, as a workflow job does (out/task<t>/eval.parquet)."""
     task_dir = out / f"task{task}"
     prev = out / f"task{task - 1}"
-    evaluation = {"out_eval": task_dir / "eval.parquet", "eval_masks": [out / f"task{t}/masks.pt" for t in range(task)]}
+    evaluation = {
+        "out_eval": task_dir / "eval.parquet",
+        "eval_masks": tuple(out / f"task{t}/masks.pt" for t in range(task)),
+    }
     stages.train(
-        config, data_dir, scenario, task,
-        prev / "model.pt" if task else None, prev / "masks.pt" if task else None,
-        task_dir / "model.pt", task_dir / "masks.pt", task_dir / "train_log.parquet",
-        out / "resume" / f"task{task}.pt", CPU, **(evaluation if evaluate else {}),
+        TrainJob(
+            config=config, data_dir=data_dir, scenario=scenario, task=task, device=device,
+            resume=out / "resume" / f"task{task}.pt", **task_files(task_dir, prev if task else None),
+            **(evaluation if evaluate else {}),
+        )
     )  # fmt: skip
     return task_dir
 
 
-def evaluate_task(config: Path, data_dir: Path, scenario: Path, task: int, out: Path) -> Path:
+def task_files(out: Path, prev: Path | None, log: str = "train_log.parquet") -> dict[str, Path | None]:
+    """A train job's model, masks and log in `out`, starting from the model and masks in `prev`
+    (None: from scratch)."""
+    return {
+        "out_model": out / "model.pt", "out_masks": out / "masks.pt", "out_log": out / log,
+        "prev_model": prev / "model.pt" if prev else None, "prev_masks": prev / "masks.pt" if prev else None,
+    }  # fmt: skip
+
+
+def evaluate_task(
+    config: Path, data_dir: Path, scenario: Path, task: int, out: Path, device: torch.device = CPU
+) -> Path:
     path = out / f"task{task}" / "eval.parquet"
-    masks = [out / f"task{t}" / "masks.pt" for t in range(task + 1)]
-    stages.evaluate(config, data_dir, scenario, task, out / f"task{task}" / "model.pt", masks, path, CPU)
+    masks = tuple(out / f"task{t}" / "masks.pt" for t in range(task + 1))
+    model = out / f"task{task}" / "model.pt"
+    stages.evaluate(
+        EvalJob(
+            config=config,
+            data_dir=data_dir,
+            scenario=scenario,
+            task=task,
+            device=device,
+            model=model,
+            masks=masks,
+            out=path,
+        )
+    )
     return path

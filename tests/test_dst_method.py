@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import torch
 
-from sparsecl import stages
 from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.errors import ConfigError
 from sparsecl.io import load_torch, write_text
@@ -26,7 +25,7 @@ from sparsecl.scenarios import ScenarioSpec
 from sparsecl.sparse import MaskFile
 from sparsecl.sparse.masks import FREE
 
-from .stage_helpers import digits_and_scenario
+from .stage_helpers import digits_and_scenario, evaluate_task, train_task
 
 CPU = torch.device("cpu")
 SCENARIO = ScenarioSpec(num_tasks=3, classes_per_task=2, validation_fraction=0.1)
@@ -60,13 +59,8 @@ def train_and_evaluate(digits, out: Path, run: RunConfig, tasks: int = 3, first:
     data, scenario = digits
     write_text(out / "config.yaml", dump_run_config(run))
     for t in range(first, tasks):
-        d, prev = out / f"task{t}", out / f"task{t - 1}"
-        stages.train(
-            out / "config.yaml", data, scenario, t, prev / "model.pt" if t else None, prev / "masks.pt" if t else None,
-            d / "model.pt", d / "masks.pt", d / "train_log.parquet", out / f"resume{t}.pt", CPU,
-        )  # fmt: skip
-        masks = [out / f"task{k}" / "masks.pt" for k in range(t + 1)]
-        stages.evaluate(out / "config.yaml", data, scenario, t, d / "model.pt", masks, d / "eval.parquet", CPU)
+        train_task(out / "config.yaml", data, scenario, t, out)
+        evaluate_task(out / "config.yaml", data, scenario, t, out)
     return out
 
 
@@ -202,7 +196,7 @@ def test_a_task_killed_mid_training_resumes_to_the_uninterrupted_result(digits, 
     monkeypatch.setattr(resume, "save_torch", save_then_die)
     with pytest.raises(Killed):
         train_and_evaluate(digits, out, run, tasks=2, first=1)
-    assert not (out / "task1" / "model.pt").exists() and (out / "resume1.pt").exists()
+    assert not (out / "task1" / "model.pt").exists() and (out / "resume" / "task1.pt").exists()
     monkeypatch.setattr(resume, "save_torch", real_save)
     capsys.readouterr()
     train_and_evaluate(digits, out, run, tasks=2, first=1)

@@ -25,6 +25,7 @@ from sparsecl.data import load_meta, load_split
 from sparsecl.engine import DeviceData, train_epoch
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, sha256_file
+from sparsecl.jobs import EvalJob
 from sparsecl.methods import EvalContext, focil, focil_answers, get_method
 from sparsecl.methods.focil_experts import expert_outputs
 from sparsecl.methods.focil_routing import FALLBACK, RULES, Prototypes, choose_rule, route, rule_scores
@@ -456,10 +457,13 @@ def evaluate_afresh(run: Run, task: int, monkeypatch) -> pd.DataFrame:
     with monkeypatch.context() as patch:
         patch.setattr(focil_answers.Record, "read", lambda *args: None)
         path = run.out / "afresh.parquet"
-        masks = [run.out / f"task{t}" / "masks.pt" for t in range(task + 1)]
+        masks = tuple(run.out / f"task{t}" / "masks.pt" for t in range(task + 1))
         stages.evaluate(
-            run.config, run.data_dir, run.scenario, task, run.out / f"task{task}" / "model.pt", masks, path, CPU
-        )
+            EvalJob(
+                config=run.config, data_dir=run.data_dir, scenario=run.scenario, task=task, device=CPU,
+                model=run.out / f"task{task}" / "model.pt", masks=masks, out=path,
+            )
+        )  # fmt: skip
     return pd.read_parquet(path)
 
 

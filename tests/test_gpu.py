@@ -43,7 +43,7 @@ from sparsecl.sparse.dst import grow
 from sparsecl.sparse.masks import FREE, apply_masks, mask_factors
 from sparsecl.sparse.trainer import DSTSchedule, SparseTrainer
 
-from .stage_helpers import kill_in_epoch
+from .stage_helpers import evaluate_task, kill_in_epoch, train_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -86,14 +86,9 @@ def train_tasks(cifar, out: Path, run: RunConfig, device: torch.device, tasks: i
     data, scenario = cifar
     write_text(out / "config.yaml", dump_run_config(run))
     for t in range(tasks):
-        d, prev = out / f"task{t}", out / f"task{t - 1}"
-        stages.train(
-            out / "config.yaml", data, scenario, t, prev / "model.pt" if t else None, prev / "masks.pt" if t else None,
-            d / "model.pt", d / "masks.pt", d / "train_log.parquet", out / f"resume{t}.pt", device,
-        )  # fmt: skip
+        train_task(out / "config.yaml", data, scenario, t, out, device=device)
         if evaluate:
-            masks = [out / f"task{k}" / "masks.pt" for k in range(t + 1)]
-            stages.evaluate(out / "config.yaml", data, scenario, t, d / "model.pt", masks, d / "eval.parquet", device)
+            evaluate_task(out / "config.yaml", data, scenario, t, out, device=device)
     return out
 
 
@@ -247,7 +242,7 @@ def test_a_task_killed_on_cuda_resumes_to_the_uninterrupted_weights(cifar, tmp_p
     restore_epochs = kill_in_epoch(monkeypatch, epoch=3)
     with pytest.raises(KeyboardInterrupt):
         train_tasks(cifar, tmp_path / "killed", run, DEVICE, tasks=1, evaluate=False)
-    assert (tmp_path / "killed" / "resume0.pt").exists()
+    assert (tmp_path / "killed" / "resume" / "task0.pt").exists()
     restore_epochs()
     resumed = train_tasks(cifar, tmp_path / "killed", run, DEVICE, tasks=1, evaluate=False)
     for what, part in (("model", "state_dict"), ("masks", "mask")):

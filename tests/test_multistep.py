@@ -27,6 +27,7 @@ from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.data import load_split
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, write_text
+from sparsecl.jobs import EvalJob, TrainJob
 from sparsecl.methods import multistep, training
 from sparsecl.methods.distillation import TeacherTap, distillation_loss, kd_term, sample_weights
 from sparsecl.models import create_backbone
@@ -41,7 +42,7 @@ from sparsecl.plans.multistep import (
 from sparsecl.scenarios import ScenarioSpec, build_scenario, make_scenario
 from sparsecl.sparse.channels import batch_norms, channel_links, reinitialise_channels, select_smallest
 
-from .stage_helpers import digits_and_scenario, kill_in_epoch
+from .stage_helpers import digits_and_scenario, kill_in_epoch, task_files
 
 CPU = torch.device("cpu")
 STEPS = 4
@@ -74,9 +75,10 @@ def run_stage(digits, out: Path, run: RunConfig, step: int, stage: str) -> Path:
     inputs = {name: out / f"task{j}" / s / "model.pt" for name, (j, s) in teachers(stage, step, STEPS, msl).items()}
     d = out / f"task{step}" / stage
     stages.train(
-        config, data, scenario, step, prev / "model.pt" if prev else None, prev / "masks.pt" if prev else None,
-        d / "model.pt", d / "masks.pt", d / "train_log.parquet", out / "resume" / f"task{step}-{stage}.pt", CPU,
-        stage=stage, inputs=inputs,
+        TrainJob(
+            config=config, data_dir=data, scenario=scenario, task=step, device=CPU, stage=stage, inputs=inputs,
+            resume=out / "resume" / f"task{step}-{stage}.pt", **task_files(d, prev),
+        )
     )  # fmt: skip
     return d
 
@@ -413,10 +415,13 @@ def test_stages_are_deterministic_and_resume_mid_stage_to_identical_weights(digi
 def test_each_stage_is_scored_once_on_the_whole_test_set(digits, chain):
     data, scenario = digits
     path = chain / "task1/sst_msl/eval.parquet"
-    masks = [chain / "task0/sst/masks.pt", chain / "task1/sst_msl/masks.pt"]
+    masks = (chain / "task0/sst/masks.pt", chain / "task1/sst_msl/masks.pt")
     stages.evaluate(
-        chain / "config.yaml", data, scenario, 1, chain / "task1/sst_msl/model.pt", masks, path, CPU, stage="sst_msl"
-    )
+        EvalJob(
+            config=chain / "config.yaml", data_dir=data, scenario=scenario, task=1, device=CPU, stage="sst_msl",
+            model=chain / "task1/sst_msl/model.pt", masks=masks, out=path,
+        )
+    )  # fmt: skip
     rows = pd.read_parquet(path)
     assert len(rows) == 1 and rows["n"].iloc[0] == len(load_split(data, "test").labels)
     assert rows["acc_cil"].iloc[0] > 50  # 10 classes: chance is 10%
@@ -438,12 +443,14 @@ def test_misplaced_stages_and_unsuitable_backbones_are_one_line_config_errors(
 ):
     data, scenario = digits
     write_text(tmp_path / "config.yaml", dump_run_config(run))
-    prev = (chain / "task0/train/model.pt", chain / "task0/train/masks.pt") if step else (None, None)
+    prev = chain / "task0/train" if step else None
     d = tmp_path / "out"
     with pytest.raises(ConfigError, match=message):
         stages.train(
-            tmp_path / "config.yaml", data, scenario, step, *prev,
-            d / "model.pt", d / "masks.pt", d / "log.parquet", d / "resume.pt", CPU, stage=stage,
+            TrainJob(
+                config=tmp_path / "config.yaml", data_dir=data, scenario=scenario, task=step, device=CPU, stage=stage,
+                resume=d / "resume.pt", **task_files(d, prev, log="log.parquet"),
+            )
         )  # fmt: skip
     assert not d.exists() or not any(d.iterdir())  # nothing written
 
@@ -452,14 +459,15 @@ def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits
     data, scenario = digits
     prev = chain / "task1/aod"
     d = tmp_path / "out"
-    outs = (d / "model.pt", d / "masks.pt", d / "log.parquet", d / "resume.pt", CPU)
 
     def train(run: RunConfig, step: int, stage: str, scenario_file: Path = scenario, **inputs) -> None:
         write_text(tmp_path / "config.yaml", dump_run_config(run))
-        model, masks = (prev / "model.pt", prev / "masks.pt") if step else (None, None)
         stages.train(
-            tmp_path / "config.yaml", data, scenario_file, step, model, masks, *outs, stage=stage, inputs=inputs
-        )
+            TrainJob(
+                config=tmp_path / "config.yaml", data_dir=data, scenario=scenario_file, task=step, device=CPU,
+                stage=stage, inputs=inputs, resume=d / "resume.pt", **task_files(d, prev if step else None, log="log.parquet"),
+            )
+        )  # fmt: skip
 
     with pytest.raises(DataError, match=r"step 1 sst_msl: missing --input teacher0=PATH \(the sst model of step 0\)"):
         train(run_config(), 1, "sst_msl")
@@ -510,8 +518,10 @@ def test_baselines_train_on_their_chunks_of_a_data_scenario(digits, tmp_path, mo
     for t in range(3):
         d, p = tmp_path / f"task{t}", tmp_path / f"task{t - 1}"
         stages.train(
-            config, data, scenario, t, p / "model.pt" if t else None, p / "masks.pt" if t else None,
-            d / "model.pt", d / "masks.pt", d / "log.parquet", tmp_path / "resume.pt", CPU,
+            TrainJob(
+                config=config, data_dir=data, scenario=scenario, task=t, device=CPU, resume=tmp_path / "resume.pt",
+                **task_files(d, p if t else None, log="log.parquet"),
+            )
         )  # fmt: skip
         np.testing.assert_array_equal(seen[-1], np.sort(np.concatenate([chunk[c] for c in chunks_of(t)])))
 

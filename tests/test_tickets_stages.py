@@ -25,6 +25,7 @@ from sparsecl.config import RunConfig, TrainConfig, dump_run_config
 from sparsecl.data import load_split
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, read_parquet_provenance, write_text
+from sparsecl.jobs import EvalJob, TrainJob
 from sparsecl.methods import resume
 from sparsecl.methods.tickets_td import rewind
 from sparsecl.methods.tickets_unlabeled import HELD_OUT_DEVIATION, frozen_views, normalise
@@ -73,17 +74,24 @@ class Run:
         """Train `stage` of `task` from the stage dir `prev` (masks from `masks`, default `prev`)."""
         out = self.dir(task, stage)
         stages.train(
-            self.root / "config.yaml", data or self.digits.blind, self.digits.scenario, task,
-            prev / model if prev else None, (masks or prev) / "masks.pt" if prev else None,
-            out / "model.pt", out / "masks.pt", out / "train_log.parquet",
-            self.root / "resume" / f"task{task}-{stage}.pt", CPU, stage=stage, inputs=inputs,
+            TrainJob(
+                config=self.root / "config.yaml", data_dir=data or self.digits.blind, scenario=self.digits.scenario,
+                task=task, device=CPU, stage=stage, inputs=inputs, resume=self.root / "resume" / f"task{task}-{stage}.pt",
+                prev_model=prev / model if prev else None, prev_masks=(masks or prev) / "masks.pt" if prev else None,
+                out_model=out / "model.pt", out_masks=out / "masks.pt", out_log=out / "train_log.parquet",
+            )
         )  # fmt: skip
         return out
 
     def evaluate(self, task: int, stage: str, masks: list[Path]) -> pd.DataFrame:
         out = self.dir(task, stage) / "eval.parquet"
         model = self.dir(task, stage) / "model.pt"
-        stages.evaluate(self.root / "config.yaml", self.digits.data, self.digits.scenario, task, model, masks, out, CPU)
+        stages.evaluate(
+            EvalJob(
+                config=self.root / "config.yaml", data_dir=self.digits.data, scenario=self.digits.scenario, task=task,
+                device=CPU, model=model, masks=tuple(masks), out=out,
+            )
+        )  # fmt: skip
         return pd.read_parquet(out)
 
     def retrieve(self, task: int, teacher: Path) -> dict:

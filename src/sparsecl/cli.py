@@ -8,16 +8,18 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from .data.cli import data_app
 from .errors import SparseclError
+from .jobs import EvalJob, StageJob, TrainJob
 
 # Plain click errors (no rich panels): a usage error is the usage line and one `Error:` line, exit 2.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, help=__doc__)
 app.add_typer(data_app, name="data")
+Job = TypeVar("Job", bound=StageJob)
 
 
 def _path(help_text: str):
@@ -57,6 +59,18 @@ def _named_paths(items: list[str] | None) -> dict[str, Path]:
             raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--input")
         named[name] = Path(path)
     return named
+
+
+def _job(kind: type[Job], options: dict[str, Any]) -> Job:
+    """The job `kind` from a command's options, which carry its field names: `--device` and
+    `--threads` make the torch device, `--input NAME=PATH` the named inputs, and a repeatable
+    path option (None when absent) the tuple of its paths."""
+    given = dict(options, inputs=_named_paths(options["inputs"]))
+    given["device"] = _device(given["device"], given.pop("threads"))
+    for name in ("masks", "eval_masks"):
+        if name in given:
+            given[name] = tuple(given[name] or ())
+    return kind(**given)
 
 
 def _device(requested: str, threads: int):
@@ -118,26 +132,10 @@ def train(
 ) -> None:
     """Train one task (or one stage of it), starting from the previous stage's model and masks;
     with --out-eval, then evaluate it on every seen task in the same process."""
+    job = _job(TrainJob, locals())  # first: locals() are the options
     from .stages import train as train_stage
 
-    train_stage(
-        config,
-        data_dir,
-        scenario,
-        task,
-        prev_model,
-        prev_masks,
-        out_model,
-        out_masks,
-        out_log,
-        resume,
-        _device(device, threads),
-        stage=stage,
-        inputs=_named_paths(inputs),
-        out_eval=out_eval,
-        eval_masks=eval_masks or [],
-        config_hash=config_hash,
-    )
+    train_stage(job)
 
 
 @app.command(
@@ -165,21 +163,10 @@ def evaluate(
     config_hash: ConfigHashOpt = None,
 ) -> None:
     """Evaluate the model after TASK (or one of its stages) on every seen task (task-IL and class-IL)."""
+    job = _job(EvalJob, locals())  # first: locals() are the options
     from .stages import evaluate as evaluate_stage
 
-    evaluate_stage(
-        config,
-        data_dir,
-        scenario,
-        task,
-        model,
-        masks,
-        out,
-        _device(device, threads),
-        stage=stage,
-        inputs=_named_paths(inputs),
-        config_hash=config_hash,
-    )
+    evaluate_stage(job)
 
 
 @app.command(

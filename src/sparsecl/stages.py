@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from .io import (
     write_json,
     write_parquet,
 )
+from .jobs import EvalJob, TrainJob
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .models.weights import maskable_parameters
@@ -92,67 +94,51 @@ def load_masks(path: Path, run: RunConfig, scenario, device, tasks: tuple[int, .
     return saved
 
 
-def train(
-    run_config: Path,
-    data_dir: Path,
-    scenario_path: Path,
-    task: int,
-    prev_model: Path | None,
-    prev_masks: Path | None,
-    out_model: Path,
-    out_masks: Path,
-    out_log: Path,
-    resume_path: Path,
-    device: torch.device,
-    stage: str = "train",
-    inputs: dict[str, Path] | None = None,
-    out_eval: Path | None = None,
-    eval_masks: list[Path] | tuple[Path, ...] = (),
-    config_hash: str | None = None,
-) -> None:
-    """Train one task (or stage); with `out_eval`, then evaluate the saved model in the same process
-    (`eval_masks`: the masks files of tasks 0..task-1; this task's is the one just written)."""
+def train(job: TrainJob) -> None:
+    """Train one task (or stage); with `job.out_eval`, then evaluate the saved model in the same
+    process (`job.eval_masks`: the masks files of tasks 0..task-1; this task's is the one just written)."""
     started = time.time()
-    run = load_run_config(run_config, config_hash)
-    scenario = load_run_scenario(scenario_path, run, task)
-    if out_eval is not None:  # fail now, not after training
-        check_eval_masks(task, [*eval_masks, out_masks])
-        for path in eval_masks:
-            if not Path(path).is_file():
+    run = load_run_config(job.config, job.config_hash)
+    task, stage, device = job.task, job.stage, job.device
+    scenario = load_run_scenario(job.scenario, run, task)
+    if job.out_eval is not None:  # fail now, not after training
+        check_eval_masks(task, [*job.eval_masks, job.out_masks])
+        for path in job.eval_masks:
+            if not path.is_file():
                 raise DataError(f"{path}: no such masks file (the evaluation after task {task} reads it)")
     method = get_method(run.method)
     method.check_stage(run, scenario, task, stage)
     log_to_stdout(f"== {run.run_id} task {task} stage {stage}: {time.strftime('%Y-%m-%d %H:%M:%S')}")
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
-    meta = load_meta(data_dir)
+    meta = load_meta(job.data_dir)
     model = build_model(run, meta, scenario, device)
     prev_extra: dict[str, Any] = {}
     masks: dict[str, Any] = {}
-    if task > 0 and (prev_model is None or prev_masks is None):
+    if task > 0 and (job.prev_model is None or job.prev_masks is None):
         raise DataError(f"task {task}: the previous task's model and masks files are required")
     earlier = (task - 1, task)  # the previous task's last stage, or an earlier stage of this task
-    if prev_model is not None:
-        saved = load_stage_file(prev_model, run, scenario, device, earlier, "model")
-        load_weights(model, saved, prev_model)
+    if job.prev_model is not None:
+        saved = load_stage_file(job.prev_model, run, scenario, device, earlier, "model")
+        load_weights(model, saved, job.prev_model)
         prev_extra = saved.get("extra", {})
-    if prev_masks is not None:
-        masks = load_masks(prev_masks, run, scenario, device, earlier, model)
-    check_writable(out_model, out_masks, out_log, resume_path, *([out_eval] if out_eval else []))
+    if job.prev_masks is not None:
+        masks = load_masks(job.prev_masks, run, scenario, device, earlier, model)
+    check_writable(job.out_model, job.out_masks, job.out_log, job.resume, *([job.out_eval] if job.out_eval else []))
     generator = seed_everything(seed_stream(run.seed, task, 0), device)
     ctx = TaskContext(
         run=run,
         task=task,
         scenario=scenario,
-        data=load_device_data(run, data_dir, meta, "train", scenario, device, augment=run.train.augment),
+        data=load_device_data(run, job.data_dir, meta, "train", scenario, device, augment=run.train.augment),
         device=device,
         generator=generator,
         model=model,
         prev_masks=masks,
         prev_extra=prev_extra,
-        resume_path=Path(resume_path),
+        resume_path=job.resume,
         log=log_to_stdout,
         stage=stage,
-        inputs=dict(inputs or {}),
+        inputs=dict(job.inputs),
     )
     result = method.train_stage(ctx)
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
@@ -161,39 +147,25 @@ def train(
     stored = file_provenance(run, scenario, task, stage)
     log_rows, timing = split_timing(result.log_rows)
     prov.update(timing)
-    tables = {Path(out_model).parent / f"{name}.parquet": table for name, table in result.tables.items()}
-    files = {Path(out_model).parent / name: obj for name, obj in result.files.items()}
-    with all_or_none(out_masks, out_log, out_model, *tables, *files):
-        save_torch(out_masks, {**_to_cpu(result.masks), "provenance": stored})
+    tables = {job.out_model.parent / f"{name}.parquet": table for name, table in result.tables.items()}
+    files = {job.out_model.parent / name: obj for name, obj in result.files.items()}
+    with all_or_none(job.out_masks, job.out_log, job.out_model, *tables, *files):
+        save_torch(job.out_masks, {**_to_cpu(result.masks), "provenance": stored})
         for path, table in tables.items():
             write_parquet(path, table, prov)
         for path, obj in files.items():
             write_json(path, obj) if path.suffix == ".json" else save_torch(
                 path, {**_to_cpu(obj), "provenance": stored}
             )
-        write_parquet(out_log, log_rows, prov)
+        write_parquet(job.out_log, log_rows, prov)
         state = {"state_dict": _to_cpu(result.model_state), "extra": _to_cpu(result.extra), "provenance": stored}
-        save_torch(out_model, state)
-    if out_eval is not None:
-        masks_paths = [*eval_masks, out_masks]
-        evaluate(
-            run_config,
-            data_dir,
-            scenario_path,
-            task,
-            out_model,
-            masks_paths,
-            out_eval,
-            device,
-            stage,
-            inputs,
-            config_hash,
-            record_in_masks=True,
-        )
-    Path(resume_path).unlink(missing_ok=True)  # only now: a failed evaluation resumes after training
+        save_torch(job.out_model, state)
+    if job.out_eval is not None:
+        evaluate(job.evaluation())
+    job.resume.unlink(missing_ok=True)  # only now: a failed evaluation resumes after training
 
 
-def check_eval_masks(task: int, masks_paths: list[Path]) -> None:
+def check_eval_masks(task: int, masks_paths: Sequence[Path]) -> None:
     """The evaluation after `task` reads one masks file per task 0..task: else a one-line error."""
     if len(masks_paths) != task + 1:
         raise DataError(
@@ -201,47 +173,36 @@ def check_eval_masks(task: int, masks_paths: list[Path]) -> None:
         )
 
 
-def evaluate(
-    run_config: Path,
-    data_dir: Path,
-    scenario_path: Path,
-    task: int,
-    model_path: Path,
-    masks_paths: list[Path],
-    out: Path,
-    device: torch.device,
-    stage: str = "train",
-    inputs: dict[str, Path] | None = None,
-    config_hash: str | None = None,
-    record_in_masks: bool = False,
-) -> None:
-    """Evaluate the model after `task`; `record_in_masks`: the last masks file is this job's own
-    output, and takes the entries the method records (`EvalContext.masks_entries`)."""
+def evaluate(job: EvalJob) -> None:
+    """Evaluate `job.model` after `job.task` on every task seen so far into `job.out`; with
+    `job.record_in_masks`, the last masks file is this job's own output and takes the entries the
+    method records (`EvalContext.masks_entries`)."""
     started = time.time()
-    run = load_run_config(run_config, config_hash)
-    scenario = load_run_scenario(scenario_path, run, task)
-    check_eval_masks(task, masks_paths)
-    check_writable(out, *masks_paths[-1:] if record_in_masks else ())
-    meta = load_meta(data_dir)
+    run = load_run_config(job.config, job.config_hash)
+    task, device = job.task, job.device
+    scenario = load_run_scenario(job.scenario, run, task)
+    check_eval_masks(task, job.masks)
+    check_writable(job.out, *job.masks[-1:] if job.record_in_masks else ())
+    meta = load_meta(job.data_dir)
     model = build_model(run, meta, scenario, device)
-    saved = load_stage_file(model_path, run, scenario, device, (task,), "model")
-    load_weights(model, saved, model_path)
-    masks = [load_masks(p, run, scenario, device, (t,), model) for t, p in enumerate(masks_paths)]
+    saved = load_stage_file(job.model, run, scenario, device, (task,), "model")
+    load_weights(model, saved, job.model)
+    masks = [load_masks(p, run, scenario, device, (t,), model) for t, p in enumerate(job.masks)]
     generator = seed_everything(seed_stream(run.seed, task, 1), device)
     ctx = EvalContext(
         run=run,
         task=task,
         scenario=scenario,
-        data=load_device_data(run, data_dir, meta, "test", scenario, device, augment=False),
+        data=load_device_data(run, job.data_dir, meta, "test", scenario, device, augment=False),
         device=device,
         generator=generator,
         model=model,
         masks=masks,
         extra=saved.get("extra", {}),
-        stage=stage,
-        inputs=dict(inputs or {}),
-        validation=load_validation(data_dir, meta, scenario, device),
-        masks_paths=[Path(p) for p in masks_paths],
+        stage=job.stage,
+        inputs=dict(job.inputs),
+        validation=load_validation(job.data_dir, meta, scenario, device),
+        masks_paths=list(job.masks),
     )
     rows = get_method(run.method).evaluate(ctx)
     for row in rows:
@@ -249,14 +210,14 @@ def evaluate(
             f"after task {task}: task {row['task_eval']} task-IL {row['acc_til']:.2f}% class-IL {row['acc_cil']:.2f}%"
         )
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)
-    prov.update(run_id=run.run_id, task=task, stage=stage, method=run.method, protocol=run.protocol)
+    prov.update(run_id=run.run_id, task=task, stage=job.stage, method=run.method, protocol=run.protocol)
     prov.update(ctx.extra.get("provenance", {}))
-    recorded = record_in_masks and bool(ctx.masks_entries)
-    with all_or_none(out, *masks_paths[-1:] if recorded else ()):
-        write_parquet(out, rows, prov)
+    recorded = job.record_in_masks and bool(ctx.masks_entries)
+    with all_or_none(job.out, *job.masks[-1:] if recorded else ()):
+        write_parquet(job.out, rows, prov)
         if recorded:
-            stored = file_provenance(run, scenario, task, stage)
-            save_torch(masks_paths[-1], {**_to_cpu(masks[-1]), **_to_cpu(ctx.masks_entries), "provenance": stored})
+            stored = file_provenance(run, scenario, task, job.stage)
+            save_torch(job.masks[-1], {**_to_cpu(masks[-1]), **_to_cpu(ctx.masks_entries), "provenance": stored})
 
 
 def _to_cpu(obj: Any) -> Any:

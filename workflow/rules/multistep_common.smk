@@ -13,10 +13,8 @@ def multistep_stage_config(run, stage):
 
 
 def multistep_stage_config_json(wildcards):
-    try:
-        stage_run = MS.stage_run_config(run_of(wildcards), wildcards.stage)
-    except ConfigError as err:
-        raise WorkflowError(f"config error: {err}") from None
+    """The stage's settings (checked with the run's while planning: sparsecl.plans)."""
+    stage_run = MS.stage_run_config(run_of(wildcards), wildcards.stage)
     return json.dumps(stage_run.to_dict(), sort_keys=True)
 
 

@@ -119,17 +119,6 @@ def td_schedule(run):
     return run.method_args["prune_schedule"]
 
 
-for _p in PLANNED:
-    if (
-        _p.run.method == "tickets_td"
-        and len(td_schedule(_p.run)) != _p.run.scenario.num_tasks
-    ):
-        raise WorkflowError(
-            f"config error: experiments.{_p.run.experiment}.method_args.prune_schedule:"
-            f" expected {_p.run.scenario.num_tasks} prune counts (one per task), got {td_schedule(_p.run)}"
-        )
-
-
 def td_final_stage(run, task):
     if task == run.scenario.num_tasks - 1:
         return "final"

@@ -455,6 +455,19 @@ def test_misplaced_stages_and_unsuitable_backbones_are_one_line_config_errors(
     assert not d.exists() or not any(d.iterdir())  # nothing written
 
 
+def test_an_aod_stage_whose_channel_file_selects_no_channels_stops_in_one_line(digits, chain, tmp_path):
+    """AOD re-initialises the channels the previous stage's channel file selected: a file without
+    that selection is named as what it is, not as a masks file."""
+    out = fork(chain, tmp_path / "out", "task0")
+    channel_file = load_torch(out / "task0/sst/masks.pt")
+    del channel_file["unimportant"]
+    torch.save(channel_file, out / "task0/sst/masks.pt")
+    run = run_config(stage_train={"sst": {"epochs": 10}}, reinit_gamma=1.0)  # the chain's run
+    with pytest.raises(DataError, match="step 1 aod: the previous stage's channel file has no `unimportant` channels"):
+        run_stage(digits, out, run, 1, "aod")
+    assert not any((out / "task1/aod").iterdir())  # nothing written
+
+
 def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits, chain, tmp_path):
     data, scenario = digits
     prev = chain / "task1/aod"

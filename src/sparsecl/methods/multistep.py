@@ -7,7 +7,7 @@ choices are ours):
   step 0, chunk 0   `train`    cross-entropy from scratch.
                     `sst`      selective sparsity training: cross-entropy plus s * sum |gamma| over
                                S, the `ratio` of BN channels with the smallest |gamma| at the start.
-                               S becomes the unimportant-channel file (masks.pt).
+                               S is written as the stage's channel file.
   step k, chunk k   `aod`      re-initialise the filters of the previous step's S, then train with
                                cross-entropy plus the adaptively weighted distillation from the
                                previous step's final model (`--input teacher=...`).
@@ -15,9 +15,10 @@ choices are ours):
                                multi-step loss: distillation from the final model of every earlier
                                step (`--input teacher<j>=...`), or of the previous one.
 
-Every masks.pt holds `unimportant` (BN layer -> bool per channel; empty selections for `train`
-and `aod`), the `aod` one also the channels it `reinitialised`. Evaluation is the default:
-top-1 on the whole test set after each stage.
+Every stage writes a channel file where other methods write their masks (the job's masks.pt):
+`unimportant` (BN layer -> bool per channel, the selected S; empty selections for `train` and
+`aod`), the `aod` one also the channels it `reinitialised`, and `stats`. It holds no per-weight
+mask. Evaluation is the default: top-1 on the whole test set after each stage.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..plans.multistep import STAGES, MultistepArgs, stage_run_config, stages_of
 from ..scenarios import Scenario
 from ..seeds import seed_stream
 from ..sparse.channels import (
-    ChannelMasks,
+    ChannelSelection,
     batch_norms,
     channel_table,
     l1_subgradient,
@@ -71,7 +72,8 @@ class Multistep(Method):
         """Top-1 on the whole test set; after a sparsity stage also the % of its selected channels
         it switched off and the floor it was held to, so that the summary can say where SST fell short."""
         rows = super().evaluate(ctx)
-        stats = ctx.masks[-1].get("stats", {}) if ctx.masks else {}
+        channel_file = ctx.masks[-1] if ctx.masks else {}  # this stage's (EvalContext.masks)
+        stats = channel_file.get("stats", {})
         if "silenced_fraction" in stats:
             for row in rows:
                 row["silenced_pct"] = 100.0 * stats["silenced_fraction"]
@@ -123,9 +125,10 @@ def _sst(ctx: TaskContext, args: MultistepArgs, loss_fn: LossFn | None = None) -
 def _aod(ctx: TaskContext, args: MultistepArgs) -> TaskResult:
     """Re-initialise the previous step's S, then cross-entropy + lambda * distillation from its final model."""
     teacher = _teachers(ctx, args)["teacher"]
-    selected = {name: mask.bool() for name, mask in ctx.prev_masks.get("unimportant", {}).items()}
+    channel_file = ctx.prev_masks  # the previous stage's (TaskContext.prev_masks)
+    selected = {name: chosen.bool() for name, chosen in channel_file.get("unimportant", {}).items()}
     if not selected:
-        raise DataError(f"step {ctx.task} aod: the previous stage's masks file has no `unimportant` channels")
+        raise DataError(f"step {ctx.task} aod: the previous stage's channel file has no `unimportant` channels")
     reinit = torch.Generator().manual_seed(_stream(ctx, _REINIT))
     reinitialise_channels(ctx.model, selected, reinit, args.reinit_downstream, args.reinit_gamma)
     with TeacherTap(ctx.model, [teacher]) as tap:
@@ -188,10 +191,11 @@ def _teachers(ctx: TaskContext, args: MultistepArgs) -> dict[str, torch.nn.Modul
     return loaded
 
 
-def _result(ctx: TaskContext, rows: list[dict], unimportant: ChannelMasks, **stats: float) -> TaskResult:
-    channels = sum(len(mask) for mask in unimportant.values())
+def _result(ctx: TaskContext, rows: list[dict], unimportant: ChannelSelection, **stats: float) -> TaskResult:
+    """The stage's model and its channel file (`TaskResult.masks`: the job's masks.pt)."""
+    channels = sum(len(chosen) for chosen in unimportant.values())
     summary = {"stage": ctx.stage, "step": ctx.task, "channels": channels, **stats}
-    summary["unimportant"] = int(sum(int(mask.sum()) for mask in unimportant.values()))
+    summary["unimportant"] = int(sum(int(chosen.sum()) for chosen in unimportant.values()))
     return TaskResult(
         model_state=ctx.model.state_dict(),
         masks={"unimportant": unimportant, "stats": summary},

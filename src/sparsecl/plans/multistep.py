@@ -121,7 +121,7 @@ def final_stage(step: int, num_steps: int) -> str:
 
 
 def predecessor(stage: str, step: int, num_steps: int) -> tuple[int, str] | None:
-    """(step, stage) whose model and masks `stage` of `step` starts from; None for the first stage."""
+    """(step, stage) whose model and channel file `stage` of `step` starts from; None for the first stage."""
     if stage not in stages_of_step(step, num_steps):
         raise ConfigError(f"stage {stage!r} does not run at step {step} of {num_steps}")
     position = stages_of_step(step, num_steps).index(stage)

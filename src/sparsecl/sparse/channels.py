@@ -5,7 +5,7 @@ matters (Network Slimming), the conv (or linear) layer before the BN produces it
 and linear layers after it (through activations, pooling and residual additions) read it. This
 module finds those links by tracing the network once (`torch.fx`), ranks channels by |gamma|,
 pushes the gamma of a selected set towards zero (the L1 subgradient) and re-initialises the
-filters behind a selected set. A selection is a `ChannelMasks`: BN layer name -> bool [C].
+filters behind a selected set. A `ChannelSelection` is BN layer name -> bool [C] (True: selected).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
 
-ChannelMasks = dict[str, torch.Tensor]
+ChannelSelection = dict[str, torch.Tensor]
 LAYERS = (nn.Conv2d, nn.Linear)
 
 
@@ -75,11 +75,11 @@ def gammas(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: bn.weight.detach() for name, bn in batch_norms(model).items()}
 
 
-def no_channels(model: nn.Module) -> ChannelMasks:
+def no_channels(model: nn.Module) -> ChannelSelection:
     return {name: torch.zeros_like(g, dtype=torch.bool) for name, g in gammas(model).items()}
 
 
-def select_smallest(model: nn.Module, ratio: float, scope: str = "global", layer_cap: float = 1.0) -> ChannelMasks:
+def select_smallest(model: nn.Module, ratio: float, scope: str = "global", layer_cap: float = 1.0) -> ChannelSelection:
     """The `ratio` of channels with the smallest |gamma|: ranked over all BN layers, or per layer.
 
     A global ranking takes at most `layer_cap` of any layer's channels (the next smallest of other
@@ -104,12 +104,12 @@ def select_smallest(model: nn.Module, ratio: float, scope: str = "global", layer
 
 
 def _smallest(values: torch.Tensor, k: int) -> torch.Tensor:
-    mask = torch.zeros_like(values, dtype=torch.bool)
-    mask[torch.sort(values, stable=True).indices[:k]] = True
-    return mask
+    chosen = torch.zeros_like(values, dtype=torch.bool)
+    chosen[torch.sort(values, stable=True).indices[:k]] = True
+    return chosen
 
 
-def l1_subgradient(model: nn.Module, selected: ChannelMasks, strength: float) -> Callable[[], None]:
+def l1_subgradient(model: nn.Module, selected: ChannelSelection, strength: float) -> Callable[[], None]:
     """An after-backward hook: grad(gamma) += strength * sign(gamma) on the selected channels, the
     subgradient of strength * sum |gamma| over the selection (Network Slimming's update)."""
     terms = [
@@ -120,9 +120,9 @@ def l1_subgradient(model: nn.Module, selected: ChannelMasks, strength: float) ->
 
     @torch.no_grad()
     def add() -> None:
-        for weight, mask in terms:
+        for weight, chosen in terms:
             if weight.grad is not None:
-                weight.grad.add_(strength * torch.sign(weight) * mask)
+                weight.grad.add_(strength * torch.sign(weight) * chosen)
 
     return add
 
@@ -130,7 +130,7 @@ def l1_subgradient(model: nn.Module, selected: ChannelMasks, strength: float) ->
 @torch.no_grad()
 def reinitialise_channels(
     model: nn.Module,
-    selected: ChannelMasks,
+    selected: ChannelSelection,
     generator: torch.Generator,
     downstream: str = "keep",
     gamma: float = 1.0,
@@ -146,7 +146,7 @@ def reinitialise_channels(
     """
     modules = dict(model.named_modules())
     links = channel_links(model)
-    chosen = {name: mask.nonzero().flatten() for name, mask in selected.items() if mask.any()}
+    chosen = {name: picked.nonzero().flatten() for name, picked in selected.items() if picked.any()}
     for name, idx in chosen.items():
         producer, bn = modules[links[name].producer], modules[name]
         weight = producer.weight
@@ -178,22 +178,22 @@ def _zero_inputs(layer: nn.Module, idx: torch.Tensor, channels: int, name: str) 
         layer.weight[group * per_group_out : (group + 1) * per_group_out, c % per_group_in] = 0
 
 
-def channel_table(model: nn.Module, selected: ChannelMasks, threshold: float) -> list[dict[str, Any]]:
+def channel_table(model: nn.Module, selected: ChannelSelection, threshold: float) -> list[dict[str, Any]]:
     """Per BN layer: channels, how many are selected, and how many gamma inside and outside the
     selection are below `threshold` in magnitude (a sparsity-training stage's result)."""
     rows = []
     for name, gamma in gammas(model).items():
-        mask = selected[name]
+        picked = selected[name]
         small = gamma.abs() < threshold
         rows.append(
             {
                 "layer": name,
                 "channels": int(len(gamma)),
-                "selected": int(mask.sum()),
-                "small_selected": int((small & mask).sum()),
-                "small_other": int((small & ~mask).sum()),
-                "mean_abs_gamma_selected": float(gamma.abs()[mask].mean()) if mask.any() else float("nan"),
-                "mean_abs_gamma_other": float(gamma.abs()[~mask].mean()) if (~mask).any() else float("nan"),
+                "selected": int(picked.sum()),
+                "small_selected": int((small & picked).sum()),
+                "small_other": int((small & ~picked).sum()),
+                "mean_abs_gamma_selected": float(gamma.abs()[picked].mean()) if picked.any() else float("nan"),
+                "mean_abs_gamma_other": float(gamma.abs()[~picked].mean()) if (~picked).any() else float("nan"),
             }
         )
     return rows

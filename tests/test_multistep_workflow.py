@@ -127,7 +127,7 @@ def test_a_new_ratio_reruns_from_sst_on_and_never_train(finished_run):
         ("multistep_sst_msl", "2"), ("multistep_aod", "3"),
     }  # fmt: skip
     assert not any(r == "multistep_train" or s == "train" for r, _, s in stages)
-    assert {w["stage"] for r, w in jobs if r == "multistep_stage_config"} == {"sst", "sst_msl"}
+    assert {w["stage"] for r, w in jobs if r == "stage_config"} == {"sst", "sst_msl"}
     assert {w.get("experiment") for _, w in jobs if w} == {"ms"}
 
 

@@ -218,7 +218,29 @@ def test_a_bottom_up_stopping_argument_is_no_dependency_of_the_dense_stages():
     plan, run = plan_of("tickets_bu"), run_of("tickets_bu", method_args={"deacc": 5.0})
     retrieve, train, ticket = plan.stages(run, 1, decisions({(1, "ticket"): {"regrow": False}}))
     assert "deacc" not in plan.stage_args(run, retrieve) and "deacc" not in plan.stage_args(run, train)
-    assert plan.stage_args(run, ticket)["deacc"] == 5.0
+    assert "deacc" not in plan.stage_args(run, ticket)  # it decides by accept_decay alone
+    imp1 = plan.stage(run, 0, "imp1", decisions({(0, "imp1"): {"stop": True, "kept": 1}}))
+    assert plan.stage_args(run, imp1)["deacc"] == 5.0
+    assert plan.stage_run(run, "imp").method_args["deacc"] == 5.0
+    assert "deacc" not in plan.stage_run(run, "train").method_args
+
+
+@pytest.mark.parametrize("method", ["multistep", "tickets_cil", "tickets_td", "tickets_bu"])
+def test_each_stage_kind_reads_a_config_cut_to_its_keys_that_its_job_accepts(method):
+    plan, run = plan_of(method), run_of(method)  # tickets_td: two tasks, not the default schedule's five
+
+    def decide(task: int, stage: str) -> dict:  # every round of bottom-up's loops runs once
+        return {"stop": True, "kept": 1, "regrow": True}
+
+    stages = [stage for task in range(run.scenario.num_tasks) for stage in plan.stages(run, task, decide)]
+    for stage in stages:
+        kind = stage.name.rstrip("0123456789")
+        assert stage.keys == plan.stage_keys[kind], stage.name
+        stage_run = plan.stage_run(run, kind)
+        assert set(stage_run.method_args) <= set(stage.keys)
+        plan.args.of(stage_run)  # the job checks what it reads and fills the rest with defaults
+    with pytest.raises(ConfigError, match="--stage: .*has stages .*got 'nonsense'"):
+        plan.stage_run(run, "nonsense")
 
 
 # One rule across keys per method (what the schema alone cannot say), and its one line.

@@ -105,6 +105,24 @@ def test_a_finished_run_has_nothing_left_to_do(finished):
     assert planned_jobs(snakemake(workdir, "-n", "all").stdout) == []
 
 
+@pytest.mark.parametrize("key, value", [("deacc", 0.5), ("max_rounds", 3)])
+def test_a_bottom_up_stopping_argument_reruns_its_rounds_and_no_dense_stage(finished, key, value):
+    workdir, _ = finished
+    config = copy.deepcopy(CONFIG)
+    config["experiments"]["tickets_bu"]["method_args"][key] = value
+    write_config(workdir, config)
+    try:
+        jobs = planned_jobs(snakemake(workdir, "-n", "all").stdout)
+    finally:
+        write_config(workdir, CONFIG)
+    rules = {rule for rule, _ in jobs}
+    assert ("tickets_bu_imp", "1") in {(r, w.get("round")) for r, w in jobs}
+    assert not {"tickets_train_dense", "tickets_retrieve"} & rules
+    assert not [w for r, w in jobs if r == "tickets_evaluate" and w["stage"] == "train"]
+    assert "imp" in {w["stage"] for r, w in jobs if r == "stage_config"} <= {"imp", "regrow"}
+    assert {w.get("experiment") for _, w in jobs if w} == {"tickets_bu"}
+
+
 def test_faithful_runs_prune_the_last_epoch_and_declare_the_test_split_for_stopping_rules(tmp_path):
     config = copy.deepcopy(CONFIG)
     for experiment in config["experiments"].values():

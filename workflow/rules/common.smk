@@ -19,6 +19,7 @@ from sparsecl.data import sources as data_sources  # noqa: E402
 from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
 from sparsecl.errors import ConfigError  # noqa: E402
 from sparsecl.io import config_hash  # noqa: E402
+from sparsecl.plans import plan_of  # noqa: E402
 from sparsecl.experiments import (  # noqa: E402
     check_config_files,
     load_schema,
@@ -204,15 +205,41 @@ def config_file_hash(wildcards, input):
     """
     run = run_of(wildcards)
     if Path(input.config).parent.name == "stage_configs":
-        run = MS.stage_run_config(run, Path(input.config).stem)
+        run = plan_of(run.method).stage_run(run, Path(input.config).stem)
     return config_hash(run.to_dict())
 
 
-def stage_inputs(wildcards):
-    """What every per-task stage of a run reads: its config, the prepared data and the scenario."""
+def stage_config(run, kind):
+    """The settings the jobs of stage kind `kind` read (the plan's `stage_keys`), or with no kind
+    the run's config."""
+    if kind is None:
+        return run_path(run, "config.yaml")
+    return run_path(run, "stage_configs", f"{kind}.yaml")
+
+
+def stage_config_json(wildcards):
+    """A stage kind's settings (checked with the run's while planning: sparsecl.plans)."""
+    run = run_of(wildcards)
+    try:
+        stage_run = plan_of(run.method).stage_run(run, wildcards.stage)
+    except ConfigError as err:
+        raise WorkflowError(f"{run.run_id}: {err}") from None
+    return json.dumps(stage_run.to_dict(), sort_keys=True)
+
+
+def stage_config_experiments():
+    """Regex matching the experiments whose plans read a config per stage kind."""
+    return method_experiments(
+        *{p.run.method for p in PLANNED if plan_of(p.run.method).stage_keys}
+    )
+
+
+def stage_inputs(wildcards, kind=None):
+    """What every per-task stage of a run reads: its config (the stage kind's, when given), the
+    prepared data and the scenario."""
     run = run_of(wildcards)
     return {
-        "config": run_path(run, "config.yaml"),
+        "config": stage_config(run, kind),
         "meta": f"{data_dir(run.dataset)}/meta.json",
         "scenario": scenario_file(run),
     }

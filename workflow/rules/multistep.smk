@@ -10,40 +10,13 @@
 # Files: results/runs/<run>/task<k>/<stage>/{model.pt, masks.pt, train_log.parquet, eval.parquet};
 # the run's summary takes each step's last stage.
 #
-# What reruns. Snakemake reruns a job when its params, code or input files change, and a run's
-# config.yaml is rewritten whenever any setting of the run changes, so a stage that read it would
-# rerun on every change. The stages read a stage config instead,
-# results/runs/<run>/stage_configs/<stage>.yaml: the run's settings with `train` resolved for the
-# stage (`method_args.stage_train`) and `method_args` cut down to the keys that stage depends on
-# (sparsecl.plans.multistep.STAGE_KEYS). `multistep_stage_config` writes it from its params, as
-# run_config does, so the file changes only when those settings do: a new `ratio` rewrites the
-# sst and sst_msl configs, and reruns sst and everything after it, never train.
+# Each stage job reads its stage config, results/runs/<run>/stage_configs/<stage>.yaml (runs.smk):
+# the run's settings with `train` resolved for the stage (`method_args.stage_train`) and
+# `method_args` cut down to the keys that stage depends on (sparsecl.plans.multistep.STAGE_KEYS),
+# so a new `ratio` reruns sst and everything after it, never train.
 
 
 include: "multistep_common.smk"
-
-
-localrules:
-    multistep_stage_config,
-
-
-rule multistep_stage_config:
-    output:
-        f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/stage_configs/{{stage}}.yaml",
-    log:
-        f"{RESULTS}/logs/multistep_stage_config/{{experiment}}/{{point}}/seed{{seed}}/{{stage}}.log",
-    wildcard_constraints:
-        experiment=method_experiments("multistep"),
-        stage="|".join(MS.STAGES),
-    conda:
-        "../../envs/sparsecl.yaml"
-    resources:
-        mem_mb=attempt_scaled(500),
-        runtime=attempt_scaled(5),
-    params:
-        config=multistep_stage_config_json,
-    shell:
-        "sparsecl run-config --json {params.config:q} --out {output} > {log} 2>&1"
 
 
 # (1) plain training on chunk 0.

@@ -8,16 +8,6 @@ def multistep_file(run, step, stage, name):
     return run_path(run, f"task{step}", stage, name)
 
 
-def multistep_stage_config(run, stage):
-    return run_path(run, "stage_configs", f"{stage}.yaml")
-
-
-def multistep_stage_config_json(wildcards):
-    """The stage's settings (checked with the run's while planning: sparsecl.plans)."""
-    stage_run = MS.stage_run_config(run_of(wildcards), wildcards.stage)
-    return json.dumps(stage_run.to_dict(), sort_keys=True)
-
-
 def multistep_inputs(stage):
     """Input function of `stage`: its stage config, the data, its predecessor's model and masks, its teachers."""
 
@@ -28,8 +18,7 @@ def multistep_inputs(stage):
             raise WorkflowError(
                 f"{run.run_id}: stage {stage} does not run at step {step}"
             )
-        files = stage_inputs(wildcards)
-        files["config"] = multistep_stage_config(run, stage)
+        files = stage_inputs(wildcards, stage)
         before = MS.predecessor(stage, step, steps)
         if before:
             files["prev_model"] = multistep_file(run, *before, "model.pt")
@@ -62,8 +51,7 @@ def multistep_resume(stage):
 def multistep_eval_inputs(wildcards):
     """A stage's model and stage config; masks: each earlier step's final stage, then this stage."""
     run, step, stage = run_of(wildcards), int(wildcards.task), wildcards.stage
-    files = stage_inputs(wildcards)
-    files["config"] = multistep_stage_config(run, stage)
+    files = stage_inputs(wildcards, stage)
     files["model"] = multistep_file(run, step, stage, "model.pt")
     steps = run.scenario.num_tasks
     files["masks"] = [

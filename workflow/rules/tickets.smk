@@ -11,6 +11,10 @@
 #   task<t>/train/                  lottery teaching of task t from task t-1's `train` model
 #   task<t>/<stage>/eval.parquet    evaluation of one stage; TICKETS_FINAL[method](run, t) names the
 #                                   stage that stands for task t (its masks file is the task's mask)
+#
+# Each job reads the config of its stage's kind (stage_configs/<kind>.yaml, runs.smk), whose
+# method_args are the keys that kind reads (sparsecl.plans.tickets), so that a BU-only setting
+# such as `deacc` reruns BU's rounds and not the dense training.
 
 
 rule tickets_retrieve:
@@ -77,7 +81,7 @@ use rule tickets_retrieve as tickets_train_dense with:
 
 rule tickets_evaluate:
     input:
-        unpack(stage_inputs),
+        unpack(tickets_eval_inputs),
         model=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/task{{task}}/{{stage}}/model.pt",
         masks=tickets_eval_masks,
     output:

@@ -81,7 +81,7 @@ def tickets_final_eval(run, task):
 def tickets_retrieve_inputs(wildcards):
     run, task = run_of(wildcards), int(wildcards.task)
     return {
-        **stage_inputs(wildcards),
+        **stage_inputs(wildcards, "retrieve"),
         **tickets_prev(run, task - 1, "train"),
         **tickets_pool(run),
     }
@@ -89,10 +89,15 @@ def tickets_retrieve_inputs(wildcards):
 
 def tickets_dense_inputs(wildcards):
     run, task = run_of(wildcards), int(wildcards.task)
-    inputs = stage_inputs(wildcards)
+    inputs = stage_inputs(wildcards, "train")
     if task > 0:
         inputs |= tickets_prev(run, task - 1, "train") | tickets_unlabeled(run, task)
     return inputs
+
+
+def tickets_eval_inputs(wildcards):
+    """The evaluated stage's kind's config (its name less the round), the data and the scenario."""
+    return stage_inputs(wildcards, wildcards.stage.rstrip("0123456789"))
 
 
 def tickets_eval_masks(wildcards):
@@ -145,7 +150,7 @@ def td_rewind(run, task):
 
 def td_train_inputs(wildcards):
     run, task = run_of(wildcards), int(wildcards.task)
-    inputs = stage_inputs(wildcards)
+    inputs = stage_inputs(wildcards, "train")
     if task > 0:
         inputs |= td_ticket(run, task - 1) | td_rewind(run, task - 1)
         inputs |= tickets_unlabeled(run, task)
@@ -169,14 +174,16 @@ def td_prune_inputs(wildcards):
         inputs = tickets_prev(run, task, f"prune{round_ - 1}")
     if round_ < td_schedule(run)[task]:  # retrained
         inputs |= tickets_unlabeled(run, task)
-    return stage_inputs(wildcards) | inputs
+    return stage_inputs(wildcards, "prune") | inputs
 
 
 def td_final_inputs(wildcards):
     run, task = run_of(wildcards), int(wildcards.task)
     if task != run.scenario.num_tasks - 1:
         raise WorkflowError(f"{run.run_id}: only the last task has a final stage")
-    inputs = stage_inputs(wildcards) | td_ticket(run, task) | td_rewind(run, task)
+    inputs = (
+        stage_inputs(wildcards, "final") | td_ticket(run, task) | td_rewind(run, task)
+    )
     return inputs | tickets_unlabeled(run, task)
 
 
@@ -218,13 +225,13 @@ TICKETS_FINAL["tickets_bu"] = bu_kept_stage
 def bu_imp_inputs(wildcards):
     run, round_ = run_of(wildcards), int(wildcards.round)
     start = tickets_prev(run, 0, "train" if round_ == 1 else f"imp{round_ - 1}")
-    return stage_inputs(wildcards) | start | tickets_test(run)
+    return stage_inputs(wildcards, "imp") | start | tickets_test(run)
 
 
 def bu_ticket_inputs(wildcards):
     run, task = run_of(wildcards), int(wildcards.task)
     return {
-        **stage_inputs(wildcards),
+        **stage_inputs(wildcards, "ticket"),
         "prev_model": tickets_file(run, task - 1, "train", "model.pt"),
         "dense": tickets_file(run, task, "train", "model.pt"),
         **tickets_unlabeled(run, task),
@@ -248,7 +255,7 @@ def bu_regrow_inputs(wildcards):
     else:
         start = tickets_prev(run, task, f"regrow{round_ - 1}")
     return (
-        stage_inputs(wildcards)
+        stage_inputs(wildcards, "regrow")
         | start
         | tickets_unlabeled(run, task)
         | tickets_test(run)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ..config import RunConfig, method_args
@@ -64,6 +64,9 @@ class Plan:
     name: ClassVar[str]
     args: ClassVar[type[MethodArgs]] = NoArgs
     one_stage: ClassVar[bool] = False
+    # Stage kind (a stage's name less its round: prune3 -> prune) -> the method_args keys its jobs
+    # read. A method that names its kinds here has its jobs read a stage config (`stage_run`).
+    stage_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         """Task `task`'s stages in order; a deciding stage's outcome is read through `decide`."""
@@ -95,6 +98,14 @@ class Plan:
         if stage.keys is None:
             return dict(run.method_args)
         return {key: value for key, value in run.method_args.items() if key in stage.keys}
+
+    def stage_run(self, run: RunConfig, kind: str) -> RunConfig:
+        """The settings a job of stage kind `kind` reads: the run's, `method_args` cut to the kind's
+        keys, so that its config file changes (and the job reruns) only when one of them does."""
+        if kind not in self.stage_keys:
+            raise ConfigError(f"--stage: method {self.name} has stages {', '.join(self.stage_keys)}, got {kind!r}")
+        keys = self.stage_keys[kind]
+        return replace(run, method_args={key: value for key, value in run.method_args.items() if key in keys})
 
 
 PLANS: Registry[Plan] = Registry("method")

@@ -153,6 +153,7 @@ class Multistep(Plan):
     """Each stage starts from the one before it (across steps too) and is evaluated on its own."""
 
     args = MultistepArgs
+    stage_keys = STAGE_KEYS
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         steps = run.scenario.num_tasks
@@ -168,3 +169,6 @@ class Multistep(Plan):
 
     def evaluated(self, run: RunConfig, task: int, decide: Decide) -> list[str]:
         return list(stages_of_step(task, run.scenario.num_tasks))
+
+    def stage_run(self, run: RunConfig, kind: str) -> RunConfig:
+        return stage_run_config(run, kind)

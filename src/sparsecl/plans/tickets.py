@@ -19,8 +19,12 @@ from .base import STANDING, TRAINED, Decide, MethodArgs, Plan, Ref, Stage, regis
 
 UNLABELED_SOURCES = ("pool", "held_out_classes")
 REWINDS = ("zero", "best", "rand", "none")
-LOTTERY_KEYS = ("unlabeled_source", "unlabeled_per_exemplar", "kd_temperature")
+RETRIEVE_KEYS = ("unlabeled_source", "unlabeled_per_exemplar")
+LOTTERY_KEYS = (*RETRIEVE_KEYS, "kd_temperature")
 PRUNE_KEYS = (*LOTTERY_KEYS, "prune_fraction", "retrain_epochs", "retrain_lr")
+ROUND_KEYS = (*PRUNE_KEYS, "deacc", "base_sparsity", "max_rounds")  # a bottom-up round's stopping rule
+# Every tickets_td job checks prune_schedule against the task count, so every TD stage keeps it.
+TD_KEYS = ("prune_schedule",)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class Tickets(Plan):
     """The stages the three share: `retrieve` and the dense lottery-teaching `train`."""
 
     args = LotteryArgs
+    stage_keys = {"retrieve": RETRIEVE_KEYS, "train": LOTTERY_KEYS}
 
     def unlabeled(self, run: RunConfig, task: int) -> tuple[dict[str, Ref], tuple[str, ...]]:
         """What a training stage of task t >= 1 distils on: task t's retrieval (and the pool)."""
@@ -116,7 +121,7 @@ class Tickets(Plan):
                 "retrieve",
                 prev(task - 1, "train"),
                 (*TRAINED, "unlabeled.pt"),
-                keys=("unlabeled_source", "unlabeled_per_exemplar"),
+                keys=self.stage_keys["retrieve"],
                 needs=self.pool(run),
             )
 
@@ -124,7 +129,7 @@ class Tickets(Plan):
         """Lottery teaching of task t from task t-1's dense model."""
         reads, needs = self.unlabeled(run, task)
         start = prev(task - 1, "train") if task else {}
-        return Stage("train", start | reads, keys=LOTTERY_KEYS, needs=needs)
+        return Stage("train", start | reads, keys=self.stage_keys["train"], needs=needs)
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         yield from self.retrieve(run, task)
@@ -145,16 +150,21 @@ class TicketsTD(Tickets):
     """
 
     args = TDArgs
+    stage_keys = {
+        "retrieve": (*RETRIEVE_KEYS, *TD_KEYS),
+        "train": (*LOTTERY_KEYS, "rewind", *TD_KEYS),
+        "prune": (*PRUNE_KEYS, *TD_KEYS),
+        "final": (*LOTTERY_KEYS, "rewind", *TD_KEYS),
+    }
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         args = TDArgs.of(run)
         faithful = run.protocol == "faithful"
         unlabeled, needs = self.unlabeled(run, task)
-        rewind_keys = (*LOTTERY_KEYS, "rewind")
         yield from self.retrieve(run, task)
         writes = (*TRAINED, "last.pt", *(() if task else ("init.pt",)))
         start = self.ticket(args, task - 1) | self.rewind(args, task - 1) if task else {}
-        yield Stage("train", start | unlabeled, writes, keys=rewind_keys, needs=needs)
+        yield Stage("train", start | unlabeled, writes, keys=self.stage_keys["train"], needs=needs)
         rounds = args.prune_schedule[task]
         for r in range(1, rounds + 1):
             if r == 1:
@@ -167,12 +177,12 @@ class TicketsTD(Tickets):
             yield Stage(
                 f"prune{r}",
                 reads | (unlabeled if retrained else {}),
-                keys=(*PRUNE_KEYS, "prune_schedule"),
+                keys=self.stage_keys["prune"],
                 needs=needs if retrained else (),
             )
         if task == run.scenario.num_tasks - 1:
             reads = self.ticket(args, task) | self.rewind(args, task) | unlabeled
-            yield Stage("final", reads, keys=rewind_keys, needs=needs)
+            yield Stage("final", reads, keys=self.stage_keys["final"], needs=needs)
 
     def ticket(self, args: TDArgs, task: int) -> dict[str, Ref]:
         """The ticket task `task` ends with: its last prune round."""
@@ -196,6 +206,13 @@ class TicketsBU(Tickets):
     """
 
     args = BUArgs
+    stage_keys = {
+        "retrieve": RETRIEVE_KEYS,
+        "train": LOTTERY_KEYS,
+        "imp": ROUND_KEYS,
+        "ticket": (*LOTTERY_KEYS, "accept_decay"),
+        "regrow": ROUND_KEYS,
+    }
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         yield from self.retrieve(run, task)
@@ -209,13 +226,15 @@ class TicketsBU(Tickets):
             kind, start = "regrow", {"prev_model": Ref(task, "train"), "prev_masks": Ref(task, "ticket", "masks.pt")}
             ticket = {"prev_model": Ref(task - 1, "train"), "prev_masks": Ref(task - 1, STANDING, "masks.pt")}
             ticket["dense"] = Ref(task, "train")
-            yield Stage("ticket", ticket | unlabeled, writes, deciding=True, needs=needs + test)
+            keys = self.stage_keys["ticket"]
+            yield Stage("ticket", ticket | unlabeled, writes, keys=keys, deciding=True, needs=needs + test)
             if not decide(task, "ticket")["regrow"]:
                 return
         r = 1
         while True:
             reads = start if r == 1 else prev(task, f"{kind}{r - 1}")
-            yield Stage(f"{kind}{r}", reads | unlabeled, writes, deciding=True, needs=needs + test)
+            keys = self.stage_keys[kind]
+            yield Stage(f"{kind}{r}", reads | unlabeled, writes, keys=keys, deciding=True, needs=needs + test)
             if decide(task, f"{kind}{r}")["stop"]:
                 return
             r += 1

@@ -1,6 +1,7 @@
 """Seed aggregation, the summary tables and the reproduction ledger, from hand-made metrics."""
 
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -490,3 +491,15 @@ def test_a_report_whose_plots_fail_leaves_no_summary_behind(one_experiment, tmp_
     with pytest.raises(DataError, match="no space left on device"):
         report_call(one_experiment, tmp_path)
     assert list((tmp_path / "tables").iterdir()) == []
+
+
+def test_a_heatmap_cell_of_a_task_not_trained_yet_stays_empty_without_a_numpy_warning(one_experiment, tmp_path):
+    matrix = pd.DataFrame(
+        {"setting": ["til"] * 3, "after_task": range(3), "task0": [90.0] * 3, "task1": [np.nan, 80.0, 70.0]}
+    )
+    for path in one_experiment["matrix"]:
+        matrix.to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "Mean of empty slice" is one
+        report_call(one_experiment, tmp_path)
+    assert (tmp_path / "plots/e/p/accuracy_matrix.png").stat().st_size > 0

@@ -174,7 +174,10 @@ def _plots(metrics: pd.DataFrame, curves: pd.DataFrame, matrix_paths: list[Path]
         for setting, sgroup in group.groupby("setting", sort=False):
             task_cols = [c for c in sgroup.columns if c.startswith("task") and sgroup[c].notna().any()]
             stacked = np.stack([g[task_cols].to_numpy(float) for _, g in sgroup.groupby("run_id")])
-            per_setting[setting] = np.nanmean(stacked, axis=0)
+            # the mean over seeds; a cell no seed has (a task not trained yet) stays NaN, without
+            # numpy's empty-slice warning in every report's log
+            seen = (~np.isnan(stacked)).sum(axis=0)
+            per_setting[setting] = np.where(seen > 0, np.nansum(stacked, axis=0) / np.maximum(seen, 1), np.nan)
         written.append(plots_dir / experiment / point / "accuracy_matrix.png")
         matrix_heatmaps(per_setting, f"{experiment} / {point}: R[i, j] (mean over seeds)", written[-1])
     acc = curves[curves["metric"] == "acc"]

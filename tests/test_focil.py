@@ -516,3 +516,10 @@ def test_a_recorded_answer_that_does_not_fit_is_refused_naming_the_file(tmp_path
 def test_faithful_masks_files_record_no_answers(tmp_path):
     run = jobs_with_evaluation(tmp_path, 2, protocol="faithful")
     assert "answers" not in load_torch(run.out / "task1" / "masks.pt")
+
+
+def test_masks_files_with_recorded_answers_are_byte_identical_across_two_runs(tmp_path):
+    first, second = (jobs_with_evaluation(tmp_path / name, 2).out for name in ("first", "second"))
+    for t in range(2):
+        assert "answers" in load_torch(first / f"task{t}" / "masks.pt")
+        assert sha256_file(first / f"task{t}" / "masks.pt") == sha256_file(second / f"task{t}" / "masks.pt")

@@ -8,18 +8,20 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from .data.cli import data_app
 from .errors import SparseclError
-from .jobs import EvalJob, StageJob, TrainJob
+
+if TYPE_CHECKING:  # building the job classes costs start-up: the commands that need them import them
+    from .jobs import StageJob
 
 # Plain click errors (no rich panels): a usage error is the usage line and one `Error:` line, exit 2.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, help=__doc__)
 app.add_typer(data_app, name="data")
-Job = TypeVar("Job", bound=StageJob)
+Job = TypeVar("Job", bound="StageJob")
 
 
 def _path(help_text: str):
@@ -132,10 +134,11 @@ def train(
 ) -> None:
     """Train one task (or one stage of it), starting from the previous stage's model and masks;
     with --out-eval, then evaluate it on every seen task in the same process."""
-    job = _job(TrainJob, locals())  # first: locals() are the options
+    options = dict(locals())  # first, while the only names are the options
+    from .jobs import TrainJob
     from .stages import train as train_stage
 
-    train_stage(job)
+    train_stage(_job(TrainJob, options))
 
 
 @app.command(
@@ -163,10 +166,11 @@ def evaluate(
     config_hash: ConfigHashOpt = None,
 ) -> None:
     """Evaluate the model after TASK (or one of its stages) on every seen task (task-IL and class-IL)."""
-    job = _job(EvalJob, locals())  # first: locals() are the options
+    options = dict(locals())  # first, while the only names are the options
+    from .jobs import EvalJob
     from .stages import evaluate as evaluate_stage
 
-    evaluate_stage(job)
+    evaluate_stage(_job(EvalJob, options))
 
 
 @app.command(

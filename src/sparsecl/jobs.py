@@ -3,8 +3,9 @@
 A job is one process running one stage of a method on one task; the method's stage is what is
 trained, the job names the files it is trained from and into. The CLI builds the job once from
 its options (a job forwarded to the stage server is its command line, so the served child builds
-the same value) and `stages.train` / `stages.evaluate` take it whole. Standard library only, so
-building one costs the CLI nothing.
+the same value) and `stages.train` / `stages.evaluate` take it whole. Standard library only;
+making the classes takes milliseconds, so the CLI imports this module only in the commands that
+run a job, and the stage server has it loaded already (through `stages`).
 """
 
 from __future__ import annotations

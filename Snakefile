@@ -35,22 +35,15 @@ onerror:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/runs.smk"
-include: "workflow/rules/baselines.smk"
-include: "workflow/rules/dst.smk"
-include: "workflow/rules/focil.smk"
-include: "workflow/rules/multistep.smk"
-include: "workflow/rules/tickets_common.smk"
-include: "workflow/rules/tickets.smk"
-include: "workflow/rules/tickets_td.smk"
-include: "workflow/rules/tickets_bu.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/stages.smk"
+include: "workflow/rules/summarize.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        report_outputs(),
+        rules.report.output,
 
 
 # `snakemake data`: download, prepare and split the config's datasets, train nothing.

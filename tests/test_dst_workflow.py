@@ -1,4 +1,4 @@
-"""End to end: `train_dst` in the real workflow, beside finetune, on digits."""
+"""End to end: `dst_train` in the real workflow, beside finetune, on digits."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dst_workflow")
     write_config(workdir, CONFIG)
     jobs = planned_jobs(snakemake(workdir, "-n", "all").stdout)
-    assert sorted(w["task"] for rule, w in jobs if rule == "train_dst") == ["0", "1", "2"]
+    assert sorted(w["task"] for rule, w in jobs if rule == "dst_train") == ["0", "1", "2"]
     snakemake(workdir, "all", "--cores", "2")
     return workdir
 

@@ -76,7 +76,7 @@ def test_a_four_chunk_run_is_the_seven_stage_jobs_each_reading_its_predecessor(f
     assert sorted((int(w["task"]), r.removeprefix("multistep_")) for r, w in jobs if r in stage_rules) == sorted(
         PROCEDURE
     )
-    assert sum(r == "multistep_evaluate" for r, _ in jobs) == 7
+    assert sum(r == "evaluate" for r, _ in jobs) == 7
     commands = {(int(option(c, "task")), option(c, "stage")): c for c in stage_commands(dry_run)}
     assert sorted(commands) == sorted(PROCEDURE)
     chain, current = [], next(key for key, c in commands.items() if option(c, "prev-model") is None)

@@ -13,7 +13,7 @@ import pytest
 
 from sparsecl.errors import ConfigError
 from sparsecl.experiments import load_schema, plan_runs
-from sparsecl.plans import PLANS, STANDING, TRAINED, Ref, plan_of
+from sparsecl.plans import PLANS, STANDING, TRAINED, Ref, Stage, plan_of
 from sparsecl.plans.base import NoArgs
 
 from .workflow_helpers import ROOT, snakemake, write_config
@@ -59,12 +59,12 @@ def run_of(method: str, **changes):
     return plan_runs(config_of(method, **changes), SCHEMA)[0].run
 
 
-def undecided(task: int, stage: str) -> dict:
-    raise LookupError(f"task {task} {stage} has not decided yet")
+def undecided(task: int, stage: Stage) -> dict:
+    raise LookupError(f"task {task} {stage.name} has not decided yet")
 
 
 def decisions(table: dict[tuple[int, str], dict]):
-    return lambda task, stage: table[(task, stage)]
+    return lambda task, stage: table[(task, stage.name)]
 
 
 def names(plan, run, task, decide=undecided) -> list[str]:
@@ -229,14 +229,13 @@ def test_a_bottom_up_stopping_argument_is_no_dependency_of_the_dense_stages():
 def test_each_stage_kind_reads_a_config_cut_to_its_keys_that_its_job_accepts(method):
     plan, run = plan_of(method), run_of(method)  # tickets_td: two tasks, not the default schedule's five
 
-    def decide(task: int, stage: str) -> dict:  # every round of bottom-up's loops runs once
+    def decide(task: int, stage: Stage) -> dict:  # every round of bottom-up's loops runs once
         return {"stop": True, "kept": 1, "regrow": True}
 
     stages = [stage for task in range(run.scenario.num_tasks) for stage in plan.stages(run, task, decide)]
     for stage in stages:
-        kind = stage.name.rstrip("0123456789")
-        assert stage.keys == plan.stage_keys[kind], stage.name
-        stage_run = plan.stage_run(run, kind)
+        assert stage.keys == plan.stage_keys[stage.kind], stage.name
+        stage_run = plan.stage_run(run, stage.kind)
         assert set(stage_run.method_args) <= set(stage.keys)
         plan.args.of(stage_run)  # the job checks what it reads and fills the rest with defaults
     with pytest.raises(ConfigError, match="--stage: .*has stages .*got 'nonsense'"):

@@ -195,8 +195,8 @@ def slurm_run(cluster, workflow, local_run, tmp_path_factory) -> Path:
         "--workflow-profile", str(workflow / "workflow/profiles/slurm"),
         # CI speed: first status check after 5 s instead of the profile's 20 s
         "--slurm-init-seconds-before-status-checks", "5",
-        # exercise gpu_model on the training rule: sbatch --gpus=fake:1
-        "--set-resources", "train_baseline:gpu_model=fake",
+        # exercise gpu_model on the training rules: sbatch --gpus=fake:1
+        "--set-resources", "finetune_train:gpu_model=fake", "joint_train:gpu_model=fake",
     )  # fmt: skip
     started = time.monotonic()
     result = bounded(cmd, SLURM_LIMIT, log, env=env, cwd=workdir)
@@ -267,7 +267,8 @@ def test_every_task_ran_as_its_own_slurm_job_with_a_gpu_and_was_evaluated_there(
             assert job.get("JobState") == "COMPLETED", job
             # the job was submitted for exactly this rule and these wildcards ...
             experiment, point, seed = run.split("/")
-            assert job.get("Comment") == f"rule_train_baseline_wildcards_{experiment}_{point}_{seed[4:]}_{task}", job
+            rule = f"{experiment}_train"  # each experiment is named after its method
+            assert job.get("Comment") == f"rule_{rule}_wildcards_{experiment}_{point}_{seed[4:]}_{task}", job
             # ... and SLURM allocated it a GPU of the requested model
             assert gpu_tres(job.get("TresPerJob")) == "fake:1", job
             job_ids.append(train["slurm_job_id"])
@@ -281,7 +282,7 @@ def test_tables_equal_the_local_run(slurm_run, local_run):
 
 def test_local_rules_ran_on_the_submit_host(slurm_run):
     logs = slurm_run / ".snakemake/slurm_logs"
-    assert (logs / "rule_train_baseline").is_dir()
+    assert (logs / "rule_finetune_train").is_dir()
     assert not (logs / "rule_report").exists()
     assert re.search(r"^localrule report:", (slurm_run / "snakemake.log").read_text(), re.M)
 
@@ -362,7 +363,7 @@ def test_cluster_generic_profile_submits_gpu_jobs_with_sbatch(slurm_run, workflo
         "--snakefile", str(workflow / "Snakefile"), "--directory", str(workdir), "--configfile", str(CONFIG),
         "--workflow-profile", str(workflow / "workflow/profiles/cluster-generic"),
         "--seconds-between-status-checks", "2",  # CI speed; the profile polls every 10 s
-        "--set-resources", "train_baseline:gpu_model=fake",
+        "--set-resources", "joint_train:gpu_model=fake",
     ]  # fmt: skip
     result = bounded(cmd, GENERIC_LIMIT, log, cwd=workdir)
     if result.returncode != 0:
@@ -371,11 +372,11 @@ def test_cluster_generic_profile_submits_gpu_jobs_with_sbatch(slurm_run, workflo
     for path in (f"results/runs/{run}/task1/train_log.parquet", evaluation):
         scheduler = read_parquet_provenance(workdir / path)["scheduler"]
         job = scontrol_job(scheduler["slurm_job_id"])
-        assert job.get("JobState") == "COMPLETED" and job.get("JobName") == "smk_train_baseline", job
+        assert job.get("JobState") == "COMPLETED" and job.get("JobName") == "smk_joint_train", job
         assert gpu_tres(job.get("TresPerNode")) == "fake:1", job
         assert mem_mb(job["MinMemoryNode"]) >= 1000 and minutes(job["TimeLimit"]) >= 1, job
         assert scheduler.get("cuda_visible_devices", "") != "", scheduler
-        assert (workdir / ".snakemake/cluster_logs/train_baseline" / f"{scheduler['slurm_job_id']}.log").exists()
+        assert (workdir / ".snakemake/cluster_logs/joint_train" / f"{scheduler['slurm_job_id']}.log").exists()
     pd.testing.assert_frame_equal(
         pd.read_parquet(workdir / evaluation), pd.read_parquet(slurm_run / evaluation), check_exact=True
     )

@@ -93,7 +93,7 @@ def test_changing_one_experiments_hyperparameter_reruns_only_that_experiment(fin
         write_config(finished_run, TINY)
     experiments = {wc.get("experiment") for _, wc in jobs if wc}
     assert experiments == {"jt"}
-    assert sum(rule == "train_baseline" for rule, _ in jobs) == 3
+    assert sum(rule == "joint_train" for rule, _ in jobs) == 3
 
 
 def test_a_bad_config_fails_before_any_job_runs(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from functools import cache
@@ -142,3 +143,26 @@ def registered_module(kind: str, name: str, root: Path = ROOT) -> str:
         if marker in text and name in pattern.findall(text):
             return module_name(path, root)
     raise KeyError(f"no module registers the {kind} {name!r}")
+
+
+def stage_modules(method: str, backbone: str, dataset: str) -> tuple[str, ...]:
+    """What training and evaluation run: the stage code and the run's method, backbone and dataset."""
+    return (
+        "sparsecl.stages",
+        registered_module("method", method),
+        registered_module("backbone", backbone),
+        registered_module("dataset", dataset),
+    )
+
+
+def inherited(entries: tuple[str, ...], reuse: bool) -> str:
+    """`fingerprint(entries)`, also left in the environment of the processes this one starts.
+
+    Cluster jobs re-plan their part of the DAG when they start: with `reuse` they take the
+    submitting process's fingerprint from the environment they inherit, so that editing src/
+    during a run cannot make a job redo earlier tasks of its run inside its allocation.
+    """
+    key = f"SPARSECL_CODE_{hashlib.sha256(repr(entries).encode()).hexdigest()[:12]}"
+    if not (reuse and key in os.environ):
+        os.environ[key] = fingerprint(entries)
+    return os.environ[key]

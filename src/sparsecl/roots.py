@@ -11,6 +11,7 @@ Torch-free: the workflow imports it while planning.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 RESULTS = "results"
@@ -43,3 +44,13 @@ def results_root(config: Mapping) -> str:
 def resources_root(config: Mapping) -> str:
     """Downloaded and prepared data: shared by every real config, apart for rehearsals."""
     return f"{RESOURCES}/{REHEARSAL}" if is_rehearsal(config) else RESOURCES
+
+
+def unwritable(*paths: str) -> str | None:
+    """The first of `paths` that exists but is not a directory this process may write in, if any:
+    a results or resources path that is a file stops the run in one line before Snakemake's own
+    directory scan fails on it."""
+    for path in paths:
+        if os.path.exists(path) and not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+            return path
+    return None

@@ -21,8 +21,11 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +47,24 @@ PRELOAD = (
     "sparsecl.models",
     "sparsecl.data",
 )
+
+
+def start(log: Path, parent: int, wait: float = 60.0) -> tuple[subprocess.Popen, Path] | None:
+    """Start `sparsecl serve` as a process of its own, logging to `log`, and wait until it listens:
+    (the process, its socket), or None if it did not come up (jobs then run in their own process)."""
+    address = Path(tempfile.gettempdir()) / f"sparsecl-{parent}.sock"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log, "ab")
+    except OSError as err:
+        raise DataError(f"{log}: cannot be written ({err.strerror}); expected a writable results directory") from None
+    command = [sys.executable, "-m", "sparsecl.cli", "serve", "--socket", str(address), "--parent", str(parent)]
+    with out:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + wait
+    while not address.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return (process, address) if address.exists() else None
 
 
 def serve(run: Callable[[], None], address: Path, idle: float = 600.0, parent: int | None = None) -> None:

@@ -2,10 +2,8 @@
 
 import json
 import os
-import re
 import shutil
 import sys
-import hashlib
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -14,12 +12,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from sparsecl import fingerprint as fingerprints  # noqa: E402
 from sparsecl import roots  # noqa: E402
+from sparsecl import server as stage_server  # noqa: E402
 from sparsecl.launcher import SERVER_ENV  # noqa: E402
 from sparsecl.data import sources as data_sources  # noqa: E402
-from sparsecl.data.unlabeled import POOLS, pool_dir, resolve_pool  # noqa: E402
-from sparsecl.errors import ConfigError  # noqa: E402
+from sparsecl.data.unlabeled import POOLS, pool_sources  # noqa: E402
+from sparsecl.errors import ConfigError, DataError  # noqa: E402
 from sparsecl.io import config_hash  # noqa: E402
-from sparsecl.plans import plan_of  # noqa: E402
+from sparsecl.layout import Layout, either, evaluated_apart, job_args  # noqa: E402
+from sparsecl.plans import plan_of, stage_rules  # noqa: E402
 from sparsecl.experiments import (  # noqa: E402
     check_config_files,
     load_schema,
@@ -59,17 +59,9 @@ RESULTS = roots.results_root(config)
 RESOURCES = roots.resources_root(config)
 
 
-def check_output_roots(*roots_):
-    """A results or resources path that is a file, or a folder we cannot write, stops the run in
-    one line here rather than in Snakemake's own directory scan."""
-    for root in roots_:
-        if os.path.exists(root) and not (
-            os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK)
-        ):
-            stop(f"{root}: expected a writable directory for the run's outputs")
-
-
-check_output_roots(*sorted({RESULTS.split("/")[0], RESULTS, RESOURCES}))
+unwritable = roots.unwritable(RESULTS.split("/")[0], RESULTS, RESOURCES)
+if unwritable:
+    stop(f"{unwritable}: expected a writable directory for the run's outputs")
 
 
 wildcard_constraints:
@@ -83,30 +75,12 @@ wildcard_constraints:
 def code_fingerprint(*modules):
     """Hash of the package code that importing `modules` runs (sparsecl/fingerprint.py), so a code
     change reruns exactly the stages that run it; comments and docstrings do not count.
-
-    Cluster jobs re-plan their part of the DAG when they start: they take the submitting
-    process's fingerprints from the environment they inherit, so that editing src/ during a
-    run cannot make a job redo earlier tasks of its run inside its allocation.
     """
-    key = f"SPARSECL_CODE_{hashlib.sha256(repr(modules).encode()).hexdigest()[:12]}"
-    if workflow.remote_exec and key in os.environ:
-        return os.environ[key]
-    os.environ[key] = fingerprints.fingerprint(modules)
-    return os.environ[key]
-
-
-def stage_code(method, backbone, dataset):
-    """Training and evaluation run the stage code, the run's method, backbone and dataset modules."""
-    return code_fingerprint(
-        "sparsecl.stages",
-        fingerprints.registered_module("method", method),
-        fingerprints.registered_module("backbone", backbone),
-        fingerprints.registered_module("dataset", dataset),
-    )
+    return fingerprints.inherited(modules, reuse=workflow.remote_exec)
 
 
 STAGE_CODE = {
-    key: stage_code(*key)
+    key: code_fingerprint(*fingerprints.stage_modules(*key))
     for key in sorted({(p.run.method, p.run.backbone, p.run.dataset) for p in PLANNED})
 }
 
@@ -119,10 +93,8 @@ def train_code(wildcards):
 
 def data_code(wildcards):
     """Preparing a dataset runs its module and the prepared-data format, not the download code."""
-    return code_fingerprint(
-        fingerprints.registered_module("dataset", wildcards.dataset),
-        "sparsecl.data.store",
-    )
+    dataset = fingerprints.registered_module("dataset", wildcards.dataset)
+    return code_fingerprint(dataset, "sparsecl.data.store")
 
 
 POOL_CODE = code_fingerprint("sparsecl.data.unlabeled")
@@ -147,22 +119,9 @@ GPUS = gpus_per_job()
 RUN_GROUP = "run" if config["group_runs"] in (True, "true") else None
 
 
-def method_experiments(*methods):
+def experiments_of(*methods):
     """Regex matching the experiments of `methods` (never matches if there are none)."""
-    names = sorted({p.run.experiment for p in PLANNED if p.run.method in methods})
-    return "|".join(re.escape(n) for n in names) or "(?!x)x"
-
-
-# Methods with rules of their own (several stages per task, further outputs, or a rule name of
-# their own for cluster resources). Every other method trains one stage per task through the
-# generic training rule (baselines.smk), so a new single-stage method needs no rule.
-OWN_RULES = ("dst", "focil", "multistep", "tickets_cil", "tickets_td", "tickets_bu")
-
-
-def single_stage_experiments():
-    """Regex matching the experiments that the generic training rule runs."""
-    methods = {p.run.method for p in PLANNED} - set(OWN_RULES)
-    return method_experiments(*methods)
+    return either(p.run.experiment for p in PLANNED if p.run.method in methods)
 
 
 def run_of(wildcards):
@@ -173,16 +132,10 @@ def run_of(wildcards):
         raise WorkflowError(f"no run {run_id!r} in the config") from None
 
 
-def run_path(run, *parts):
-    return os.path.join(RESULTS, "runs", run.run_id, *parts)
-
-
-def data_dir(dataset):
-    return f"{RESOURCES}/data/{dataset}"
-
-
-def scenario_file(run):
-    return f"{RESOURCES}/scenarios/{run.dataset}/{run.scenario_id}.json"
+LAYOUT = Layout(RESULTS, RESOURCES, config["data"]["unlabeled_pool"])
+run_path = LAYOUT.run_path
+data_dir = LAYOUT.data_dir
+scenario_file = LAYOUT.scenario_file
 
 
 SCENARIOS = {(p.run.dataset, p.run.scenario_id): p.run.scenario for p in PLANNED}
@@ -209,14 +162,6 @@ def config_file_hash(wildcards, input):
     return config_hash(run.to_dict())
 
 
-def stage_config(run, kind):
-    """The settings the jobs of stage kind `kind` read (the plan's `stage_keys`), or with no kind
-    the run's config."""
-    if kind is None:
-        return run_path(run, "config.yaml")
-    return run_path(run, "stage_configs", f"{kind}.yaml")
-
-
 def stage_config_json(wildcards):
     """A stage kind's settings (checked with the run's while planning: sparsecl.plans)."""
     run = run_of(wildcards)
@@ -229,89 +174,116 @@ def stage_config_json(wildcards):
 
 def stage_config_experiments():
     """Regex matching the experiments whose plans read a config per stage kind."""
-    return method_experiments(
+    return experiments_of(
         *{p.run.method for p in PLANNED if plan_of(p.run.method).stage_keys}
     )
 
 
-def stage_inputs(wildcards, kind=None):
-    """What every per-task stage of a run reads: its config (the stage kind's, when given), the
-    prepared data and the scenario."""
-    run = run_of(wildcards)
+# ---------------------------------------------------------------- plans -> jobs
+#
+# stages.smk makes one rule per stage shape (sparsecl.plans.rules); their input functions ask the
+# run's plan, job by job, which files a stage reads (sparsecl.layout). A deciding stage is a
+# checkpoint: `decide` waits for its decision.json, so the stages after it exist once it has run.
+
+STAGE_RULES = stage_rules(p.run for p in PLANNED)
+RULE_AT = {(r.method, r.kind, t): r for r in STAGE_RULES for t in r.tasks}
+STAGE_SHELL = (
+    "sparsecl train --config {input.config} --config-hash {params.config_hash} --data-dir {params.data_dir}"
+    " --scenario {input.scenario} --task {wildcards.task} --stage {params.stage} {params.files}"
+    " --out-model {output.model} --out-masks {output.masks} --out-log {output.train_log}"
+    " --resume {params.resume} --device {params.device} --threads {threads} >> {log} 2>&1"
+)
+
+
+def decide(run):
+    """The plan's `Decide` for `run`: a deciding stage's decision.json, once its checkpoint ran."""
+
+    def read(task, stage):
+        shape = RULE_AT[(run.method, stage.kind, task)]
+        rounds = {"round": str(stage.round)} if stage.round else {}
+        where = {
+            "experiment": run.experiment,
+            "point": run.point,
+            "seed": str(run.seed),
+        }
+        done = getattr(checkpoints, shape.name).get(**where, task=str(task), **rounds)
+        return json.loads(Path(done.output.decision).read_text())
+
+    return read
+
+
+def planned(function, *args):
+    """`function(*args)`, with a mistake in the config as one line instead of a traceback."""
+    try:
+        return function(*args)
+    except (ConfigError, ValueError) as err:
+        raise WorkflowError(f"config error: {err}") from None
+
+
+def planned_stage(wildcards, name):
+    """The run, task and plan `Stage` that a job's wildcards name (a one-line error if none)."""
+    run, task = run_of(wildcards), int(wildcards.task)
+    return run, task, planned(plan_of(run.method).stage, run, task, name, decide(run))
+
+
+def stage_rule_settings(shape):
+    """What the directives of `shape`'s rule (stages.smk) take."""
+    job = f"{{experiment}}/{{point}}/seed{{seed}}/{shape.job}"
+    name = lambda w: f"{shape.kind}{w.round}" if shape.rounds else shape.kind
+
+    def inputs(wildcards):
+        run, task, stage = planned_stage(wildcards, name(wildcards))
+        return planned(LAYOUT.job_inputs, run, task, stage, decide(run))
+
+    def resume(wildcards):
+        run = run_of(wildcards)
+        return f"{RESULTS}/resume/{run.run_id}/{plan_of(run.method).job(int(wildcards.task), name(wildcards))}.pt"
+
     return {
-        "config": stage_config(run, kind),
-        "meta": f"{data_dir(run.dataset)}/meta.json",
-        "scenario": scenario_file(run),
+        "inputs": inputs,
+        "outputs": {o: f"{RESULTS}/runs/{job}/{f}" for o, f in shape.outputs.items()},
+        "log": f"{RESULTS}/logs/train/{job}.log",
+        "benchmark": f"{RESULTS}/benchmarks/train/{job}.tsv",
+        "constraints": {
+            "experiment": experiments_of(shape.method),
+            "task": "|".join(map(str, shape.tasks)),
+            "round": r"[1-9][0-9]*",
+        },
+        "resources": {
+            "gpu": GPUS,
+            "mem_mb": attempt_scaled(shape.mem_mb),
+            "runtime": attempt_scaled(shape.runtime),
+        },
+        "params": {
+            "code": train_code,
+            "config_hash": config_file_hash,
+            "device": config["device"],
+            "stage": name,
+            "files": lambda w, input, output: job_args(
+                dict(input.items()), output.get("eval")
+            ),
+            "resume": resume,
+            "data_dir": lambda w, input: Path(input.meta).parent,
+        },
     }
 
 
-def train_inputs(wildcards):
-    inputs = stage_inputs(wildcards)
-    task = int(wildcards.task)
-    if task > 0:
-        run = run_of(wildcards)
-        inputs["prev_model"] = run_path(run, f"task{task - 1}", "model.pt")
-        inputs["prev_masks"] = run_path(run, f"task{task - 1}", "masks.pt")
-    return inputs
+def evaluation_inputs(wildcards):
+    run, task, stage = planned_stage(wildcards, wildcards.stage)
+    return planned(LAYOUT.evaluation_inputs, run, task, stage, decide(run))
 
 
-def task_file_args(wildcards):
-    """The options of a task's job that depend on the task: the data directory, the previous
-    task's model and masks, the masks of every earlier task (which its evaluation reads; they
-    are ancestors of the previous task's files, so they are not declared a second time) and the
-    epoch-level resume state, kept outside the declared outputs (Snakemake deletes those on failure).
-    """
-    run = run_of(wildcards)
-    task = int(wildcards.task)
-    args = [
-        f"--data-dir {data_dir(run.dataset)}",
-        f"--resume {RESULTS}/resume/{run.run_id}/task{task}.pt",
-    ]
-    if task > 0:
-        previous = run_path(run, f"task{task - 1}")
-        args.append(
-            f"--prev-model {previous}/model.pt --prev-masks {previous}/masks.pt"
-        )
-    args += [
-        f"--eval-masks {run_path(run, f'task{t}', 'masks.pt')}" for t in range(task)
-    ]
-    return " ".join(args)
-
-
-# Methods with several stages per task say which stage's evaluation stands for each task
-# (method name -> function(run, task) -> eval file); single-stage methods evaluate task<t>/.
-FINAL_EVALS = {}
-
-
-def task_eval(run, task):
-    final = FINAL_EVALS.get(run.method)
-    return final(run, task) if final else run_path(run, f"task{task}", "eval.parquet")
-
-
-# Further files a run's summary waits for, so that `all` builds them (method name ->
-# function(run) -> paths), e.g. the evaluation of every stage, not only each task's last.
-RUN_EXTRAS = {}
+EVALUATED_METHODS, EVALUATED_STAGES = evaluated_apart(STAGE_RULES)
 
 
 def summarize_inputs(wildcards):
     run = run_of(wildcards)
-    return {
-        "config": run_path(run, "config.yaml"),
-        "evals": [task_eval(run, t) for t in range(run.scenario.num_tasks)],
-        "extras": RUN_EXTRAS[run.method](run) if run.method in RUN_EXTRAS else [],
-    }
+    return planned(LAYOUT.summary_inputs, run, decide(run))
 
 
-def all_metrics():
-    return [run_path(p.run, "metrics.parquet") for p in PLANNED]
-
-
-def all_matrices():
-    return [run_path(p.run, "accuracy_matrix.csv") for p in PLANNED]
-
-
-def all_curves():
-    return [run_path(p.run, "curves.parquet") for p in PLANNED]
+def every_run(file):
+    """`file` of every planned run (metrics.parquet, accuracy_matrix.csv, curves.parquet)."""
+    return [run_path(p.run, file) for p in PLANNED]
 
 
 def all_data():
@@ -342,28 +314,6 @@ def report_settings():
     from sparsecl.summary import settings_of
 
     return sorted({s for p in PLANNED for s in settings_of(p.run.scenario.kind)})
-
-
-def report_outputs():
-    tables = [
-        f"{RESULTS}/tables/summary.{ext}" for ext in ("md", "html", "csv", "parquet")
-    ] + [f"{RESULTS}/tables/reproduction.{ext}" for ext in ("md", "html", "csv")]
-    plots = (
-        [f"{RESULTS}/plots/comparison/{setting}.png" for setting in report_settings()]
-        + [
-            f"{RESULTS}/plots/{experiment}/{point}/accuracy_matrix.png"
-            for experiment, point in experiment_points()
-        ]
-        + [
-            f"{RESULTS}/plots/{experiment}/accuracy_curve.png"
-            for experiment in sorted({e for e, _ in experiment_points()})
-        ]
-        + [
-            f"{RESULTS}/plots/ledger/{paper_slug(paper)}.png"
-            for paper in curve_papers()
-        ]
-    )
-    return tables + plots
 
 
 # ---------------------------------------------------------------- data
@@ -397,40 +347,6 @@ def synthetic_raw(wildcards):
     return [f"{RESOURCES}/synth/{wildcards.dataset}"] if REHEARSAL else []
 
 
-def unlabeled_pool(dataset):
-    """The pool files runs on `dataset` read ({pool, pool_meta}), per `data.unlabeled_pool`.
-
-    For the rules of methods that distil on unlabeled images (Lifelong Tickets).
-    """
-    try:
-        pool = resolve_pool(config["data"]["unlabeled_pool"], dataset)
-    except ConfigError as err:
-        raise WorkflowError(f"config error: {err}") from None
-    return {
-        "pool": f"{pool_dir(pool, dataset, f'{RESOURCES}/data')}/pool.npy",
-        "pool_meta": f"{pool_dir(pool, dataset, f'{RESOURCES}/data')}/meta.json",
-    }
-
-
-def pool_source(wildcards):
-    """The Tiny Images pickle, the prepared CIFAR training images, or for the empty pool
-    (`none/<dataset>`) the prepared dataset whose image shape it takes."""
-    if wildcards.pool == "tiny_images":
-        return data_sources.raw_paths("tiny_images", RAW_ROOT)
-    if wildcards.pool.startswith("none/"):
-        return [f"{RESOURCES}/data/{wildcards.pool.split('/')[1]}/meta.json"]
-    return [
-        f"{RESOURCES}/data/{wildcards.pool}/meta.json",
-        f"{RESOURCES}/data/{wildcards.pool}/train/images.npy",
-    ]
-
-
-def pool_source_arg(wildcards, input):
-    if wildcards.pool == "tiny_images":
-        return f"--source {input[0]}"
-    return f"--source {Path(input[0]).parent}"
-
-
 # ---------------------------------------------------------------- the stage server
 
 
@@ -445,41 +361,14 @@ def start_stage_server():
         return
     if os.environ.get(SWITCH_ENV, "1") == "0" or SERVER_ENV in os.environ:
         return
-    import subprocess
-    import tempfile
-    import time
-
-    address = Path(tempfile.gettempdir()) / f"sparsecl-{os.getpid()}.sock"
-    log = Path(RESULTS, "logs", "stage_server.log")
     try:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log, "ab")
-    except OSError as err:
-        raise WorkflowError(
-            f"{log}: cannot be written ({err.strerror}); expected {RESULTS}/ to be a writable directory"
-        ) from None
-    with out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sparsecl.cli",
-                "serve",
-                "--socket",
-                str(address),
-                "--parent",
-                str(os.getpid()),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
+        started = stage_server.start(
+            Path(RESULTS, "logs", "stage_server.log"), os.getpid()
         )
-    deadline = time.time() + 60
-    while not address.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    if address.exists():
-        STAGE_SERVER["process"] = process
+    except DataError as err:
+        raise WorkflowError(str(err)) from None
+    if started:
+        STAGE_SERVER["process"], address = started
         os.environ[SERVER_ENV] = str(address)
 
 

@@ -106,7 +106,7 @@ rule scenario:
 
 rule prepare_unlabeled:
     input:
-        pool_source,
+        lambda wildcards: pool_sources(wildcards.pool, RESOURCES),
     output:
         pool=f"{RESOURCES}/data/unlabeled/{{pool}}/pool.npy",
         meta=f"{RESOURCES}/data/unlabeled/{{pool}}/meta.json",
@@ -121,9 +121,11 @@ rule prepare_unlabeled:
         runtime=attempt_scaled(30),
     params:
         code=POOL_CODE,
-        source=pool_source_arg,
+        source=lambda w, input: (
+            input[0] if w.pool == "tiny_images" else Path(input[0]).parent
+        ),
         pool=lambda wildcards: wildcards.pool.split("/")[0],
         out_dir=subpath(output.meta, parent=True),
         cap=f" --limit {rehearsal.POOL_IMAGES}" if REHEARSAL else "",
     shell:
-        "sparsecl data unlabeled {params.pool} {params.source} --out-dir {params.out_dir}{params.cap} > {log} 2>&1"
+        "sparsecl data unlabeled {params.pool} --source {params.source} --out-dir {params.out_dir}{params.cap} > {log} 2>&1"

@@ -7,9 +7,9 @@ localrules:
 
 rule report:
     input:
-        metrics=all_metrics(),
-        matrices=all_matrices(),
-        curves=all_curves(),
+        metrics=every_run("metrics.parquet"),
+        matrices=every_run("accuracy_matrix.csv"),
+        curves=every_run("curves.parquet"),
     output:
         summary_md=f"{RESULTS}/tables/summary.md",
         summary_html=report(

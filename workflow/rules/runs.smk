@@ -1,13 +1,7 @@
-# One resolved configuration file per run; a single-stage method's jobs read it.
-#
-# What reruns. Snakemake reruns a job when its params, code or input files change, and config.yaml
-# is rewritten whenever any setting of the run changes. The jobs of a method whose plan names its
-# stage kinds (sparsecl.plans: `Plan.stage_keys`; multistep, the tickets methods) read
-# results/runs/<run>/stage_configs/<kind>.yaml instead: the run's settings with `method_args` cut
-# to the keys that kind of stage reads (`Plan.stage_run`). `stage_config` writes it from its
-# params, as run_config does, so it changes only when those settings do: a new multistep `ratio`
-# rewrites sst and sst_msl's configs, a new tickets_bu `deacc` the imp and regrow rounds', and
-# neither reruns a training stage before them.
+# One resolved configuration file per run; the jobs of a plan that names its stage kinds
+# (`Plan.stage_keys`) read results/runs/<run>/stage_configs/<kind>.yaml instead: the run's settings
+# with `method_args` cut to the keys that kind reads. Each is rewritten only when what it holds
+# changes, so a changed argument reruns exactly the stages that read it (and what follows them).
 
 
 localrules:

@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from ..io import write_json, write_npy
 from .archives import load_pickle, source_record
 from .registry import ManualFile
-from .sources import register_raw_source
+from .sources import raw_paths, register_raw_source
 from .store import load_meta, load_split
 
 TINY_IMAGES = ManualFile(
@@ -76,6 +76,18 @@ def resolve_pool(choice: str, dataset: str) -> str:
 def pool_dir(pool: str, dataset: str, data_root: str = "resources/data") -> str:
     """Where `pool` is prepared for runs on `dataset`; the empty pool has one per dataset (its image shape)."""
     return f"{data_root}/unlabeled/none/{dataset}" if pool == "none" else f"{data_root}/unlabeled/{pool}"
+
+
+def pool_sources(folder: str, resources: str) -> list[str]:
+    """What preparing the pool of `folder` (as under data/unlabeled/) reads: the Tiny Images pickle,
+    the prepared CIFAR training images, or for the empty pool (`none/<dataset>`) the prepared
+    dataset whose image shape it takes. `sparsecl data unlabeled --source` is the first one's
+    folder, or the pickle itself."""
+    if folder == "tiny_images":
+        return raw_paths("tiny_images", f"{resources}/raw")
+    if folder.startswith("none/"):
+        return [f"{resources}/data/{folder.split('/')[1]}/meta.json"]
+    return [f"{resources}/data/{folder}/meta.json", f"{resources}/data/{folder}/train/images.npy"]
 
 
 def prepare_pool(pool: str, source: Path | None, out_dir: Path, limit: int | None = None) -> None:

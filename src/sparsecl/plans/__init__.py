@@ -7,11 +7,26 @@ before anything is scheduled.
 """
 
 from ..registry import import_submodules
-from .base import PLANS, STANDING, TRAINED, Decide, MethodArgs, Plan, Ref, Stage, check_run, plan_of, register_plan
+from .base import (
+    EVALUATION,
+    PLANS,
+    STANDING,
+    TRAINED,
+    Decide,
+    MethodArgs,
+    Plan,
+    Ref,
+    Stage,
+    check_run,
+    plan_of,
+    register_plan,
+)
+from .rules import StageRule, stage_rules
 
-import_submodules(__name__, __path__, skip=("base",))
+import_submodules(__name__, __path__, skip=("base", "rules"))
 
 __all__ = [
+    "EVALUATION",
     "PLANS",
     "STANDING",
     "TRAINED",
@@ -20,7 +35,9 @@ __all__ = [
     "Plan",
     "Ref",
     "Stage",
+    "StageRule",
     "check_run",
     "plan_of",
     "register_plan",
+    "stage_rules",
 ]

@@ -11,11 +11,12 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 TRAINED = ("model.pt", "masks.pt", "train_log.parquet")  # what every training stage writes
+EVALUATION = "eval.parquet"  # a stage's evaluation on every task seen so far
 STANDING = "<standing>"  # Ref.stage: whichever stage stands for that task (known once its decisions are)
 
 # (task, stage) -> the decision.json of that deciding stage. In the workflow it waits for the
 # stage's checkpoint; in a test it is a dictionary lookup.
-Decide = Callable[[int, str], dict[str, Any]]
+Decide = Callable[[int, "Stage"], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,30 @@ class Ref:
 
 @dataclass(frozen=True)
 class Stage:
-    """One job of a task: what it reads, what it writes, and what it depends on."""
+    """One job of a task: what it reads, what it writes, and what it depends on.
 
-    name: str
+    A stage of a loop (`round` 1, 2, ...) is named `<kind><round>`: prune3 is round 3 of `prune`.
+    `mem_mb` and `runtime` (minutes) are what a cluster job of the stage asks for on its first try.
+    """
+
+    kind: str
     reads: dict[str, Ref] = field(default_factory=dict)  # --prev-model/--prev-masks, or --input NAME=
     writes: tuple[str, ...] = TRAINED
     keys: tuple[str, ...] | None = None  # the method_args keys the stage reads; None: all of them
     deciding: bool = False  # writes decision.json, which says what runs next
     needs: tuple[str, ...] = ()  # run inputs besides config, data and scenario: unlabeled_pool, test_split
+    round: int | None = None
+    mem_mb: int = 8000
+    runtime: int = 120
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.round is None else f"{self.kind}{self.round}"
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the job evaluates what it trained itself (else an evaluation job does)."""
+        return EVALUATION in self.writes
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,9 @@ class Plan:
     # Stage kind (a stage's name less its round: prune3 -> prune) -> the method_args keys its jobs
     # read. A method that names its kinds here has its jobs read a stage config (`stage_run`).
     stage_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # The outcome of every deciding stage under which each stage kind of a task shows up at least
+    # once (the workflow makes one rule per kind from it).
+    explore: ClassVar[dict[str, Any]] = {}
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         """Task `task`'s stages in order; a deciding stage's outcome is read through `decide`."""
@@ -91,7 +111,15 @@ class Plan:
 
     def path(self, task: int, stage: str, file: str) -> str:
         """Where a stage's file lies inside the run's folder."""
-        return f"task{task}/{file}" if self.one_stage else f"task{task}/{stage}/{file}"
+        return f"{self.job(task, stage)}/{file}"
+
+    def job(self, task: int, stage: str) -> str:
+        """A stage job's name inside the run, for its log, benchmark and resume files."""
+        return f"task{task}" if self.one_stage else f"task{task}/{stage}"
+
+    def config_kind(self, stage: Stage) -> str | None:
+        """The stage config a job of `stage` reads (its kind's), or None for the run's config."""
+        return stage.kind if self.stage_keys else None
 
     def stage_args(self, run: RunConfig, stage: Stage) -> dict[str, Any]:
         """The run's method_args cut down to what `stage` depends on."""

@@ -43,3 +43,4 @@ class DSTArgs(MethodArgs):
 class DST(OneStage):
     args = DSTArgs
     writes = (*OneStage.writes, "topology.parquet")
+    runtime = 240

@@ -165,7 +165,7 @@ class Multistep(Plan):
                 reads = {"prev_model": Ref(*before), "prev_masks": Ref(*before, "masks.pt")}
             reads |= {name: Ref(*where) for name, where in teachers(stage, task, steps, msl).items()}
             channels = ("channels.parquet",) if stage in ("sst", "sst_msl") else ()
-            yield Stage(stage, reads, (*TRAINED, *channels), keys=STAGE_KEYS[stage])
+            yield Stage(stage, reads, (*TRAINED, *channels), keys=STAGE_KEYS[stage], runtime=240)
 
     def evaluated(self, run: RunConfig, task: int, decide: Decide) -> list[str]:
         return list(stages_of_step(task, run.scenario.num_tasks))

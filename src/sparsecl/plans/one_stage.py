@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from ..config import RunConfig
-from .base import TRAINED, Decide, Plan, Ref, Stage, register_plan
+from .base import EVALUATION, TRAINED, Decide, Plan, Ref, Stage, register_plan
 
 
 class OneStage(Plan):
     one_stage = True
-    writes: ClassVar[tuple[str, ...]] = (*TRAINED, "eval.parquet")
+    writes: ClassVar[tuple[str, ...]] = (*TRAINED, EVALUATION)
+    runtime: ClassVar[int] = 120  # minutes a cluster job asks for on its first try
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         reads = (
@@ -20,7 +21,7 @@ class OneStage(Plan):
             if task == 0
             else {"prev_model": Ref(task - 1, "train"), "prev_masks": Ref(task - 1, "train", "masks.pt")}
         )
-        yield Stage("train", reads, self.writes)
+        yield Stage("train", reads, self.writes, runtime=self.runtime)
 
 
 @register_plan("finetune")

@@ -23,8 +23,7 @@ RETRIEVE_KEYS = ("unlabeled_source", "unlabeled_per_exemplar")
 LOTTERY_KEYS = (*RETRIEVE_KEYS, "kd_temperature")
 PRUNE_KEYS = (*LOTTERY_KEYS, "prune_fraction", "retrain_epochs", "retrain_lr")
 ROUND_KEYS = (*PRUNE_KEYS, "deacc", "base_sparsity", "max_rounds")  # a bottom-up round's stopping rule
-# Every tickets_td job checks prune_schedule against the task count, so every TD stage keeps it.
-TD_KEYS = ("prune_schedule",)
+BIG = 16000  # MB a cluster job asks for: distillation holds the unlabeled images and their teacher logits
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,9 @@ class TDArgs(PruneArgs):
 
     def check(self, run: RunConfig) -> None:
         super().check(run)
-        if len(self.prune_schedule) != run.scenario.num_tasks or min(self.prune_schedule, default=0) < 1:
+        # Only the prune rounds read the schedule: the other stages' configs do not carry it.
+        scheduled = "prune_schedule" in run.method_args
+        if scheduled and (len(self.prune_schedule) != run.scenario.num_tasks or min(self.prune_schedule) < 1):
             raise ConfigError(
                 f"method_args.prune_schedule: expected {run.scenario.num_tasks} prune counts >= 1 (one per task),"
                 f" got {list(self.prune_schedule)}"
@@ -123,13 +124,15 @@ class Tickets(Plan):
                 (*TRAINED, "unlabeled.pt"),
                 keys=self.stage_keys["retrieve"],
                 needs=self.pool(run),
+                mem_mb=BIG,
+                runtime=60,
             )
 
     def dense(self, run: RunConfig, task: int) -> Stage:
         """Lottery teaching of task t from task t-1's dense model."""
         reads, needs = self.unlabeled(run, task)
         start = prev(task - 1, "train") if task else {}
-        return Stage("train", start | reads, keys=self.stage_keys["train"], needs=needs)
+        return Stage("train", start | reads, keys=self.stage_keys["train"], needs=needs, mem_mb=BIG, runtime=480)
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         yield from self.retrieve(run, task)
@@ -151,10 +154,10 @@ class TicketsTD(Tickets):
 
     args = TDArgs
     stage_keys = {
-        "retrieve": (*RETRIEVE_KEYS, *TD_KEYS),
-        "train": (*LOTTERY_KEYS, "rewind", *TD_KEYS),
-        "prune": (*PRUNE_KEYS, *TD_KEYS),
-        "final": (*LOTTERY_KEYS, "rewind", *TD_KEYS),
+        "retrieve": RETRIEVE_KEYS,
+        "train": (*LOTTERY_KEYS, "rewind"),
+        "prune": (*PRUNE_KEYS, "prune_schedule"),
+        "final": (*LOTTERY_KEYS, "rewind"),
     }
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
@@ -164,7 +167,8 @@ class TicketsTD(Tickets):
         yield from self.retrieve(run, task)
         writes = (*TRAINED, "last.pt", *(() if task else ("init.pt",)))
         start = self.ticket(args, task - 1) | self.rewind(args, task - 1) if task else {}
-        yield Stage("train", start | unlabeled, writes, keys=self.stage_keys["train"], needs=needs)
+        keys = self.stage_keys["train"]
+        yield Stage("train", start | unlabeled, writes, keys=keys, needs=needs, mem_mb=BIG, runtime=480)
         rounds = args.prune_schedule[task]
         for r in range(1, rounds + 1):
             if r == 1:
@@ -175,14 +179,17 @@ class TicketsTD(Tickets):
                 reads = prev(task, f"prune{r - 1}")
             retrained = r < rounds
             yield Stage(
-                f"prune{r}",
+                "prune",
                 reads | (unlabeled if retrained else {}),
                 keys=self.stage_keys["prune"],
                 needs=needs if retrained else (),
+                round=r,
+                mem_mb=BIG,
+                runtime=240,
             )
         if task == run.scenario.num_tasks - 1:
             reads = self.ticket(args, task) | self.rewind(args, task) | unlabeled
-            yield Stage("final", reads, keys=self.stage_keys["final"], needs=needs)
+            yield Stage("final", reads, keys=self.stage_keys["final"], needs=needs, mem_mb=BIG, runtime=480)
 
     def ticket(self, args: TDArgs, task: int) -> dict[str, Ref]:
         """The ticket task `task` ends with: its last prune round."""
@@ -213,6 +220,7 @@ class TicketsBU(Tickets):
         "ticket": (*LOTTERY_KEYS, "accept_decay"),
         "regrow": ROUND_KEYS,
     }
+    explore = {"regrow": True, "stop": True, "kept": 1}  # a ticket that regrows, loops of one round
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         yield from self.retrieve(run, task)
@@ -220,30 +228,31 @@ class TicketsBU(Tickets):
         unlabeled, needs = self.unlabeled(run, task)
         test = ("test_split",) if run.protocol == "faithful" else ()
         writes = (*TRAINED, "decision.json")
+        deciding = {"writes": writes, "deciding": True, "needs": needs + test, "mem_mb": BIG}
         if task == 0:
             kind, start = "imp", prev(0, "train")
         else:
             kind, start = "regrow", {"prev_model": Ref(task, "train"), "prev_masks": Ref(task, "ticket", "masks.pt")}
             ticket = {"prev_model": Ref(task - 1, "train"), "prev_masks": Ref(task - 1, STANDING, "masks.pt")}
             ticket["dense"] = Ref(task, "train")
-            keys = self.stage_keys["ticket"]
-            yield Stage("ticket", ticket | unlabeled, writes, keys=keys, deciding=True, needs=needs + test)
-            if not decide(task, "ticket")["regrow"]:
+            decider = Stage("ticket", ticket | unlabeled, keys=self.stage_keys["ticket"], runtime=480, **deciding)
+            yield decider
+            if not decide(task, decider)["regrow"]:
                 return
         r = 1
         while True:
             reads = start if r == 1 else prev(task, f"{kind}{r - 1}")
-            keys = self.stage_keys[kind]
-            yield Stage(f"{kind}{r}", reads | unlabeled, writes, keys=keys, deciding=True, needs=needs + test)
-            if decide(task, f"{kind}{r}")["stop"]:
+            loop = Stage(kind, reads | unlabeled, keys=self.stage_keys[kind], round=r, runtime=240, **deciding)
+            yield loop
+            if decide(task, loop)["stop"]:
                 return
             r += 1
 
     def standing(self, run: RunConfig, task: int, decide: Decide) -> str:
         """The round the loop keeps (`train` or `ticket` when it keeps none)."""
-        last = list(self.stages(run, task, decide))[-1].name
-        if last == "ticket":
-            return last
+        last = list(self.stages(run, task, decide))[-1]
+        if last.kind == "ticket":
+            return last.name
         kept = decide(task, last)["kept"]
         kind, before = ("imp", "train") if task == 0 else ("regrow", "ticket")
         return f"{kind}{kept}" if kept else before

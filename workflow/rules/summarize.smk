@@ -1,4 +1,4 @@
-# Summarize a run into its accuracy matrix (each task's training job writes its evaluation).
+# Summarize a run into its accuracy matrix, from the evaluation of the stage that stands for each task.
 
 
 localrules:
@@ -6,7 +6,7 @@ localrules:
 
 
 rule summarize:
-    input:  # named, not unpacked: an eval file may wait for a checkpoint (e.g. tickets_bu)
+    input:  # named, not unpacked: an eval file may wait for a checkpoint
         config=f"{RESULTS}/runs/{{experiment}}/{{point}}/seed{{seed}}/config.yaml",
         evals=lambda wildcards: summarize_inputs(wildcards)["evals"],
         extras=lambda wildcards: summarize_inputs(wildcards)["extras"],

@@ -86,9 +86,12 @@ def load_run_scenario(path: Path, run: RunConfig, task: int) -> Scenario:
     return scenario
 
 
-def load_masks(path: Path, run: RunConfig, scenario, device, tasks: tuple[int, ...], model: torch.nn.Module) -> dict:
-    """A masks file of this run and of one of `tasks` whose masks fit `model` weight for weight."""
-    saved = load_stage_file(path, run, scenario, device, tasks, "masks")
+def load_masks(
+    path: Path, run: RunConfig, scenario, device, tasks: tuple[int, ...], model: torch.nn.Module, stage: str = ""
+) -> dict:
+    """A masks file of this run, of one of `tasks` (and of `stage`, when given), whose masks fit
+    `model` weight for weight."""
+    saved = load_stage_file(path, run, scenario, device, tasks, "masks", stage)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     check_masks_fit(saved, shapes, tuple(maskable_parameters(model)), path)
     return saved
@@ -114,15 +117,21 @@ def train(job: TrainJob) -> None:
     model = build_model(run, meta, scenario, device)
     prev_extra: dict[str, Any] = {}
     masks: dict[str, Any] = {}
-    if task > 0 and (job.prev_model is None or job.prev_masks is None):
-        raise DataError(f"task {task}: the previous task's model and masks files are required")
-    earlier = (task - 1, task)  # the previous task's last stage, or an earlier stage of this task
+    earlier, previous = method.starts_from(task, stage)
+    if job.prev_model is None or job.prev_masks is None:
+        if previous:
+            of = " or ".join(map(str, earlier))
+            raise DataError(
+                f"task {task} stage {stage}: the model and masks files of stage {previous} of task {of} are required"
+            )
+        if task > 0:
+            raise DataError(f"task {task}: the previous task's model and masks files are required")
     if job.prev_model is not None:
-        saved = load_stage_file(job.prev_model, run, scenario, device, earlier, "model")
+        saved = load_stage_file(job.prev_model, run, scenario, device, earlier, "model", previous)
         load_weights(model, saved, job.prev_model)
         prev_extra = saved.get("extra", {})
     if job.prev_masks is not None:
-        masks = load_masks(job.prev_masks, run, scenario, device, earlier, model)
+        masks = load_masks(job.prev_masks, run, scenario, device, earlier, model, previous)
     check_writable(job.out_model, job.out_masks, job.out_log, job.resume, *([job.out_eval] if job.out_eval else []))
     generator = seed_everything(seed_stream(run.seed, task, 0), device)
     ctx = TaskContext(

@@ -143,6 +143,12 @@ class Method:
         if stage not in self.stages:
             raise ConfigError(f"--stage: method {self.name} has stages {', '.join(self.stages)}, got {stage!r}")
 
+    def starts_from(self, task: int, stage: str) -> tuple[tuple[int, ...], str]:
+        """The tasks and the stage ('': any) whose model and masks files (--prev-model/--prev-masks)
+        stage `stage` of `task` may start from; a named stage needs them. By default: the previous
+        task's, or an earlier stage's of this task."""
+        return (task - 1, task), ""
+
     def train_stage(self, ctx: TaskContext) -> TaskResult:
         """Run stage `ctx.stage` (checked by `check_stage`); single-stage methods only have `train`."""
         return self.train_task(ctx)

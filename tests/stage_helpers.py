@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 
 from sparsecl import stages
-from sparsecl.config import RunConfig, TrainConfig, write_run_config
+from sparsecl.config import RunConfig, TrainConfig, load_run_config, write_run_config
 from sparsecl.data import get_dataset
 from sparsecl.jobs import EvalJob, TrainJob
 from sparsecl.methods import training
+from sparsecl.plans import Ref, plan_of
 from sparsecl.scenarios import ScenarioSpec, make_scenario
 
 CPU = torch.device("cpu")
@@ -123,3 +124,49 @@ def evaluate_task(
         )
     )
     return path
+
+
+def undecided(task: int, stage: str) -> dict:
+    raise LookupError(f"task {task} {stage}: a deciding stage, which these helpers do not run")
+
+
+def train_stage(
+    config: Path, data_dir: Path, scenario: Path, task: int, stage: str, out: Path, device: torch.device = CPU
+) -> Path:
+    """Run stage `stage` of `task` as the workflow's job does: its files where its plan puts them
+    under `out` (read from there too), the stage config of its kind when the plan has them, and,
+    when it writes eval.parquet, the evaluation in the same call. Returns the stage's folder."""
+    run = load_run_config(config)
+    plan = plan_of(run.method)
+    spec = plan.stage(run, task, stage, undecided)
+    here = (out / plan.path(task, stage, "model.pt")).parent
+
+    def path(ref: Ref | None) -> Path | None:
+        return out / plan.path(ref.task, ref.stage, ref.file) if ref else None
+
+    reads = dict(spec.reads)
+    prev = {"prev_model": path(reads.pop("prev_model", None)), "prev_masks": path(reads.pop("prev_masks", None))}
+    evaluation = {}
+    if "eval.parquet" in spec.writes:
+        standing = [plan.path(t, plan.standing(run, t, undecided), "masks.pt") for t in range(task)]
+        evaluation = {"out_eval": here / "eval.parquet", "eval_masks": tuple(out / p for p in standing)}
+    kind = stage.rstrip("0123456789")
+    if plan.stage_keys:
+        config = config.parent / "stage_configs" / f"{kind}.yaml"
+        write_run_config(json.dumps(plan.stage_run(run, kind).to_dict()), config)
+    stages.train(
+        TrainJob(
+            config=config, data_dir=data_dir, scenario=scenario, task=task, device=device, stage=stage,
+            inputs={name: path(ref) for name, ref in reads.items()}, resume=out / "resume" / f"task{task}" / f"{stage}.pt",
+            out_model=here / "model.pt", out_masks=here / "masks.pt", out_log=here / "train_log.parquet",
+            **prev, **evaluation,
+        )
+    )  # fmt: skip
+    return here
+
+
+def train_stages(config: Path, data_dir: Path, scenario: Path, task: int, out: Path) -> list[Path]:
+    """Every stage of `task` in its plan's order (`train_stage`); their folders."""
+    run = load_run_config(config)
+    names = [stage.name for stage in plan_of(run.method).stages(run, task, undecided)]
+    return [train_stage(config, data_dir, scenario, task, name, out) for name in names]

@@ -95,7 +95,7 @@ def test_the_schema_names_each_argument_of_the_dataclass_with_its_default(method
         assert spec["default"] == (list(default) if isinstance(default, tuple) else default), name
 
 
-@pytest.mark.parametrize("method", ["finetune", "joint", "focil", "packnet", "dst"])
+@pytest.mark.parametrize("method", ["finetune", "joint", "focil", "dst"])
 def test_a_one_stage_method_trains_and_evaluates_each_task_in_one_job_from_the_previous_task(method):
     plan, run = plan_of(method), run_of(method)
     first, third = (list(plan.stages(run, task, undecided)) for task in (0, 2))
@@ -225,7 +225,7 @@ def test_a_bottom_up_stopping_argument_is_no_dependency_of_the_dense_stages():
     assert "deacc" not in plan.stage_run(run, "train").method_args
 
 
-@pytest.mark.parametrize("method", ["multistep", "tickets_cil", "tickets_td", "tickets_bu"])
+@pytest.mark.parametrize("method", ["multistep", "tickets_cil", "tickets_td", "tickets_bu", "packnet"])
 def test_each_stage_kind_reads_a_config_cut_to_its_keys_that_its_job_accepts(method):
     plan, run = plan_of(method), run_of(method)  # tickets_td: two tasks, not the default schedule's five
 

@@ -123,6 +123,21 @@ def test_a_bottom_up_stopping_argument_reruns_its_rounds_and_no_dense_stage(fini
     assert {w.get("experiment") for _, w in jobs if w} == {"tickets_bu"}
 
 
+def test_a_new_top_down_schedule_reprunes_but_keeps_the_first_dense_training_and_its_retrieval(finished):
+    workdir, _ = finished
+    config = copy.deepcopy(CONFIG)
+    config["experiments"]["tickets_td"]["method_args"]["prune_schedule"] = [1, 1, 3]
+    write_config(workdir, config)
+    try:
+        jobs = planned_jobs(snakemake(workdir, "-n", "all").stdout)
+    finally:
+        write_config(workdir, CONFIG)
+    trained = {(rule, w.get("task"), w.get("round")) for rule, w in jobs}
+    assert ("tickets_td_prune", "2", "3") in trained and ("tickets_td_prune", "0", "1") in trained
+    assert not {("tickets_td_train_task0", "0", None), ("tickets_td_retrieve", "1", None)} & trained
+    assert {w["stage"] for r, w in jobs if r == "stage_config"} == {"prune"}
+
+
 def test_faithful_runs_prune_the_last_epoch_and_declare_the_test_split_for_stopping_rules(tmp_path):
     config = copy.deepcopy(CONFIG)
     for experiment in config["experiments"].values():

@@ -673,7 +673,7 @@ CLI_CASES = [
          ".json: task 5 does not exist (scenario has 2 tasks)"),
     Case("train --task beyond the scenario", lambda w, t: train(w, t, task=2), ".json: task 2 does not exist (scenario has 2 tasks)"),
     Case("train a later task without the previous files", lambda w, t: train(w, t, task=1, prev_model=None, prev_masks=None),
-         "task 1: the previous task's model and masks files are required"),
+         "task 1 stage train: the model and masks files of stage train of task 0 are required"),
     Case("train and evaluate without the earlier tasks' masks", lambda w, t: train(w, t, task=1, out_eval=t / "out/task1/eval.parquet"),
          "evaluate task 1: expected 2 masks files (tasks 0..1), got 1"),
     Case("train and evaluate with an earlier task's masks missing", lambda w, t: train(w, t, task=1, out_eval=t / "out/task1/eval.parquet", eval_masks=[t / "nowhere/masks.pt"]),

@@ -470,7 +470,7 @@ def test_an_aod_stage_whose_channel_file_selects_no_channels_stops_in_one_line(d
 
 def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits, chain, tmp_path):
     data, scenario = digits
-    prev = chain / "task1/aod"
+    starts = {1: chain / "task1/aod", 2: chain / "task1/sst_msl"}  # what sst_msl of step 1, aod of step 2 start from
     d = tmp_path / "out"
 
     def train(run: RunConfig, step: int, stage: str, scenario_file: Path = scenario, **inputs) -> None:
@@ -478,7 +478,7 @@ def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits
         stages.train(
             TrainJob(
                 config=tmp_path / "config.yaml", data_dir=data, scenario=scenario_file, task=step, device=CPU,
-                stage=stage, inputs=inputs, resume=d / "resume.pt", **task_files(d, prev if step else None, log="log.parquet"),
+                stage=stage, inputs=inputs, resume=d / "resume.pt", **task_files(d, starts.get(step), log="log.parquet"),
             )
         )  # fmt: skip
 
@@ -500,7 +500,11 @@ def test_missing_teachers_short_alpha_lists_and_class_scenarios_are_named(digits
         ConfigError, match=r"method_args.msl_alpha: the multi-step loss needs a weight for steps 0..1, got \[1.0\]"
     ):
         train(
-            run_config(msl_alpha=[1.0]), 2, "sst_msl", teacher0=chain / "task0/sst/model.pt", teacher1=prev / "model.pt"
+            run_config(msl_alpha=[1.0]),
+            2,
+            "sst_msl",
+            teacher0=chain / "task0/sst/model.pt",
+            teacher1=starts[2] / "model.pt",
         )
     spec = ScenarioSpec(num_tasks=2, classes_per_task=2)
     make_scenario("digits", data, json.dumps(dataclasses.asdict(spec)), tmp_path / f"{spec.id}.json")

@@ -158,7 +158,7 @@ def test_tickets_td_prunes_the_scheduled_rounds_after_each_task_and_retrains_the
     train0, prune = plan.stages(run, 0, undecided)
     assert train0.writes == (*TRAINED, "last.pt", "init.pt") and prune.reads["prev_model"] == Ref(0, "train")
     _, train, prune1, prune2, final = plan.stages(run, 1, undecided)
-    ticket = {"prev_model": Ref(0, "prune1"), "prev_masks": Ref(0, "prune1", "masks.pt")}
+    ticket = {"prev_model": Ref(0, STANDING), "prev_masks": Ref(0, STANDING, "masks.pt")}  # task 0's prune1
     unlabeled = {"unlabeled": Ref(1, "retrieve", "unlabeled.pt")}
     assert train.reads == {**ticket, "rewind": Ref(0, "train", "init.pt"), **unlabeled}
     assert train.writes == (*TRAINED, "last.pt")

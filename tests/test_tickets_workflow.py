@@ -135,7 +135,7 @@ def test_a_new_top_down_schedule_reprunes_but_keeps_the_first_dense_training_and
     trained = {(rule, w.get("task"), w.get("round")) for rule, w in jobs}
     assert ("tickets_td_prune", "2", "3") in trained and ("tickets_td_prune", "0", "1") in trained
     assert not {("tickets_td_train_task0", "0", None), ("tickets_td_retrieve", "1", None)} & trained
-    assert {w["stage"] for r, w in jobs if r == "stage_config"} == {"prune"}
+    assert {w["stage"] for r, w in jobs if r == "stage_config"} == {"prune", "final"}
 
 
 def test_faithful_runs_prune_the_last_epoch_and_declare_the_test_split_for_stopping_rules(tmp_path):

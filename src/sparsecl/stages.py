@@ -28,6 +28,7 @@ from .jobs import EvalJob, TrainJob
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .models.weights import maskable_parameters
+from .plans import STANDING, Ref, plan_of
 from .scenarios import Scenario, load_scenario
 from .seeds import seed_stream
 from .stage_files import check_masks_fit, file_provenance, load_stage_file, load_weights
@@ -97,6 +98,14 @@ def load_masks(
     return saved
 
 
+def expected(ref: Ref | None, task: int) -> tuple[tuple[int, ...], str]:
+    """The task and stage ('': any) a file the plan names `ref` must come from; a file the plan
+    does not name comes from the previous task or an earlier stage of this one."""
+    if ref is None:
+        return (task - 1, task), ""
+    return (ref.task,), "" if ref.stage == STANDING else ref.stage
+
+
 def train(job: TrainJob) -> None:
     """Train one task (or stage); with `job.out_eval`, then evaluate the saved model in the same
     process (`job.eval_masks`: the masks files of tasks 0..task-1; this task's is the one just written)."""
@@ -111,27 +120,29 @@ def train(job: TrainJob) -> None:
                 raise DataError(f"{path}: no such masks file (the evaluation after task {task} reads it)")
     method = get_method(run.method)
     method.check_stage(run, scenario, task, stage)
+    plan = plan_of(run.method)
+    plan.check(run)  # the rules across its settings, before any file is read
+    planned = plan.job_stage(run, task, stage)
     log_to_stdout(f"== {run.run_id} task {task} stage {stage}: {time.strftime('%Y-%m-%d %H:%M:%S')}")
     seed_everything(run.seed, device)  # task 0's initial weights depend on the run seed only
     meta = load_meta(job.data_dir)
     model = build_model(run, meta, scenario, device)
     prev_extra: dict[str, Any] = {}
     masks: dict[str, Any] = {}
-    earlier, previous = method.starts_from(task, stage)
-    if job.prev_model is None or job.prev_masks is None:
-        if previous:
-            of = " or ".join(map(str, earlier))
-            raise DataError(
-                f"task {task} stage {stage}: the model and masks files of stage {previous} of task {of} are required"
-            )
-        if task > 0:
-            raise DataError(f"task {task}: the previous task's model and masks files are required")
+    start = {name: planned.reads[name] for name in ("prev_model", "prev_masks") if name in planned.reads}
+    if start and (job.prev_model is None or job.prev_masks is None):
+        ref = start["prev_model"]
+        raise DataError(
+            f"task {task} stage {stage}: the model and masks files of stage {ref.stage} of task {ref.task} are required"
+        )
     if job.prev_model is not None:
-        saved = load_stage_file(job.prev_model, run, scenario, device, earlier, "model", previous)
+        tasks, made_by = expected(start.get("prev_model"), task)
+        saved = load_stage_file(job.prev_model, run, scenario, device, tasks, "model", made_by)
         load_weights(model, saved, job.prev_model)
         prev_extra = saved.get("extra", {})
     if job.prev_masks is not None:
-        masks = load_masks(job.prev_masks, run, scenario, device, earlier, model, previous)
+        tasks, made_by = expected(start.get("prev_masks"), task)
+        masks = load_masks(job.prev_masks, run, scenario, device, tasks, model, made_by)
     check_writable(job.out_model, job.out_masks, job.out_log, job.resume, *([job.out_eval] if job.out_eval else []))
     generator = seed_everything(seed_stream(run.seed, task, 0), device)
     ctx = TaskContext(
@@ -148,6 +159,7 @@ def train(job: TrainJob) -> None:
         log=log_to_stdout,
         stage=stage,
         inputs=dict(job.inputs),
+        planned=planned,
     )
     result = method.train_stage(ctx)
     prov = provenance(run.to_dict(), seed=run.seed, device=device, started=started)

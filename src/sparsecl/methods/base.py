@@ -25,6 +25,7 @@ import torch.nn as nn
 from ..config import RunConfig
 from ..engine import DeviceData, predict_logits
 from ..errors import ConfigError
+from ..plans import STANDING, Stage
 from ..registry import Registry
 from ..scenarios import Scenario
 from ..stage_files import load_stage_file
@@ -47,14 +48,16 @@ class TaskContext:
     log: Callable[[str], None]
     stage: str = "train"  # which of the method's `stages` this job runs
     inputs: dict[str, Path] = field(default_factory=dict)  # further files the stage's rule declares
+    planned: Stage | None = None  # the plan's stage: what it reads, from which task and stage
 
-    def stage_input(self, name: str, tasks: tuple[int, ...], what: str, stage: str = "") -> dict[str, Any]:
-        """The file `--input name=...` that a stage (`stage`, when given) of this run and of one of
-        `tasks` wrote (provenance checked, then dropped); a one-line error when the input is missing
-        or from elsewhere."""
-        if name not in self.inputs:
+    def stage_input(self, name: str, what: str) -> dict[str, Any]:
+        """The file `--input name=...`, checked against the task and stage its plan names it after
+        (provenance, then dropped); a one-line error when the input is missing or from elsewhere."""
+        ref = self.planned.reads.get(name) if self.planned else None
+        if name not in self.inputs or ref is None:
             raise ConfigError(f"stage {self.stage} of task {self.task}: needs --input {name}=<{what} file>")
-        return load_stage_file(self.inputs[name], self.run, self.scenario, self.device, tasks, what, stage)
+        stage = "" if ref.stage == STANDING else ref.stage
+        return load_stage_file(self.inputs[name], self.run, self.scenario, self.device, (ref.task,), what, stage)
 
     def labels_of(self, tasks: range | list[int]) -> list[int]:
         return [label for t in tasks for label in self.scenario.tasks[t]]
@@ -142,12 +145,6 @@ class Method:
         """Refuse a stage that does not belong at `task` before any file is read (a one-line error)."""
         if stage not in self.stages:
             raise ConfigError(f"--stage: method {self.name} has stages {', '.join(self.stages)}, got {stage!r}")
-
-    def starts_from(self, task: int, stage: str) -> tuple[tuple[int, ...], str]:
-        """The tasks and the stage ('': any) whose model and masks files (--prev-model/--prev-masks)
-        stage `stage` of `task` may start from; a named stage needs them. By default: the previous
-        task's, or an earlier stage's of this task."""
-        return (task - 1, task), ""
 
     def train_stage(self, ctx: TaskContext) -> TaskResult:
         """Run stage `ctx.stage` (checked by `check_stage`); single-stage methods only have `train`."""

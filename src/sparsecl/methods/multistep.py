@@ -184,8 +184,8 @@ def _teachers(ctx: TaskContext, args: MultistepArgs) -> dict[str, torch.nn.Modul
             f"step {ctx.task} {ctx.stage}: missing --input {missing[0]}=PATH (the {stage} model of step {step})"
         )
     loaded = {}
-    for name, (step, stage) in wanted.items():
-        saved, teacher = ctx.stage_input(name, (step,), "model", stage), copy.deepcopy(ctx.model)
+    for name in wanted:
+        saved, teacher = ctx.stage_input(name, "model"), copy.deepcopy(ctx.model)
         load_weights(teacher, saved, Path(ctx.inputs[name]))
         loaded[name] = teacher
     return loaded

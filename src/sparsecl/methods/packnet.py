@@ -51,12 +51,6 @@ class PackNet(Method):
         super().check_stage(run, scenario, task, stage)
         check_scenario(scenario.spec.kind)
 
-    def starts_from(self, task: int, stage: str) -> tuple[tuple[int, ...], str]:
-        """`prune` from the task's `train`; `train` from the previous task's `prune` (task 0: fresh weights)."""
-        if stage == "prune":
-            return (task,), "train"
-        return ((task - 1,), "prune") if task else super().starts_from(task, stage)
-
     def train_stage(self, ctx: TaskContext) -> TaskResult:
         weights = Weights.of(ctx)
         with frozen_statistics(ctx.model, frozen=ctx.task > 0):

@@ -225,10 +225,9 @@ class TicketsMethod(Method):
             raise ConfigError(f"--stage: method {self.name} has stages {named}, got {stage!r}")
 
     def train_stage(self, ctx: TaskContext) -> TaskResult:
-        match = re.fullmatch(r"([a-z]+)([1-9][0-9]*)?", ctx.stage)
-        kind = match.group(1)
         check_setup(ctx)
-        result = getattr(self, f"stage_{kind}")(ctx, self.args_type.of(ctx.run), int(match.group(2) or 0))
+        stage = ctx.planned  # the plan's stage: its kind and, in a loop, its round
+        result = getattr(self, f"stage_{stage.kind}")(ctx, self.args_type.of(ctx.run), stage.round or 0)
         # what the starting model distilled on stays on record (e.g. a prune round that does not train)
         inherited = ctx.prev_extra.get("provenance", {})
         result.extra["provenance"] = {**inherited, **result.extra.get("provenance", {})}

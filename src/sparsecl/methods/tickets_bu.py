@@ -79,7 +79,7 @@ class TicketsBU(TicketsMethod):
         if ctx.task == 0 or "dense" not in ctx.inputs:
             raise ConfigError(f"--stage ticket: tasks >= 1 only, with --input dense=<task {ctx.task}'s train model>")
         dense = copy.deepcopy(ctx.model)  # read before training: a wrong input fails at once
-        dense.load_state_dict(ctx.stage_input("dense", (ctx.task,), "model", "train")["state_dict"])
+        dense.load_state_dict(ctx.stage_input("dense", "model")["state_dict"])
         split, batch = stopping_split(ctx), ctx.run.train.eval_batch_size
         masks = current_masks(ctx)
         trained = train_current_task(ctx, args, full_schedule(ctx), masks=masks, score=validation_score(ctx))

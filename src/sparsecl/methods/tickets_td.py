@@ -51,7 +51,7 @@ def rewind(ctx: TaskContext, mode: str, masks: Masks) -> None:
     if mode in ("zero", "best"):
         if "rewind" not in ctx.inputs:
             raise ConfigError(f"stage {ctx.stage}: method_args.rewind {mode} needs --input rewind=<weights file>")
-        source = ctx.stage_input("rewind", tuple(range(ctx.task + 1)), "weights", "train")["state_dict"]
+        source = ctx.stage_input("rewind", "weights")["state_dict"]
         for name, param in params.items():
             param.copy_(source[name])
     elif mode == "rand":
@@ -65,7 +65,7 @@ def ranked_weights(ctx: TaskContext, round_: int, params: dict[str, torch.Tensor
     t >= 1 ranks `train`'s best-validation weights while the model continues from the last epoch."""
     faithful = ctx.run.protocol == "faithful"
     if faithful and round_ == 1 and ctx.task >= 1:
-        best = ctx.stage_input("ranked", (ctx.task,), "weights", "train")["state_dict"]
+        best = ctx.stage_input("ranked", "weights")["state_dict"]
         return {name: best[name] for name in params}, "best-validation"
     if faithful:
         return params, "last-epoch"

@@ -206,7 +206,7 @@ def load_unlabeled(ctx: TaskContext, source: str) -> UnlabeledSet:
         raise ConfigError(
             f"stage {ctx.stage} of task {ctx.task}: needs --input unlabeled=<task's retrieve/unlabeled.pt>"
         )
-    saved = ctx.stage_input("unlabeled", (ctx.task,), "retrieval")
+    saved = ctx.stage_input("unlabeled", "retrieval")
     if saved["heads"] != ctx.task or saved["source"] != source:
         raise DataError(f"{ctx.inputs['unlabeled']}: made for task {saved['heads']} from {saved['source']}")
     images = pool_images(ctx, source, saved["index"]).images

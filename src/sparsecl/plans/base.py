@@ -87,6 +87,9 @@ class Plan:
     # The outcome of every deciding stage under which each stage kind of a task shows up at least
     # once (the workflow makes one rule per kind from it).
     explore: ClassVar[dict[str, Any]] = {}
+    # The outcome under which every loop goes on: a job finds its own stage, and what it reads,
+    # without the decisions before it (loops end at their own bound).
+    reach: ClassVar[dict[str, Any]] = {}
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         """Task `task`'s stages in order; a deciding stage's outcome is read through `decide`."""
@@ -108,6 +111,10 @@ class Plan:
             if stage.name == name:
                 return stage
         raise ConfigError(f"{run.run_id}: method {run.method} runs no stage {name!r} at task {task}")
+
+    def job_stage(self, run: RunConfig, task: int, name: str) -> Stage:
+        """Stage `name` of `task`, as a job that runs it sees it (every earlier loop went on)."""
+        return self.stage(run, task, name, lambda _task, _stage: self.reach)
 
     def path(self, task: int, stage: str, file: str) -> str:
         """Where a stage's file lies inside the run's folder."""

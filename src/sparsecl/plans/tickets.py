@@ -157,7 +157,7 @@ class TicketsTD(Tickets):
         "retrieve": RETRIEVE_KEYS,
         "train": (*LOTTERY_KEYS, "rewind"),
         "prune": (*PRUNE_KEYS, "prune_schedule"),
-        "final": (*LOTTERY_KEYS, "rewind"),
+        "final": (*LOTTERY_KEYS, "rewind", "prune_schedule"),
     }
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
@@ -166,7 +166,9 @@ class TicketsTD(Tickets):
         unlabeled, needs = self.unlabeled(run, task)
         yield from self.retrieve(run, task)
         writes = (*TRAINED, "last.pt", *(() if task else ("init.pt",)))
-        start = self.ticket(args, task - 1) | self.rewind(args, task - 1) if task else {}
+        # The ticket task t-1 ended with is the stage that stands for it (its last prune round), so
+        # the training stage does not read the schedule, and a new schedule leaves task 0's alone.
+        start = prev(task - 1, STANDING) | self.rewind(args, task - 1) if task else {}
         keys = self.stage_keys["train"]
         yield Stage("train", start | unlabeled, writes, keys=keys, needs=needs, mem_mb=BIG, runtime=480)
         rounds = args.prune_schedule[task]
@@ -221,6 +223,7 @@ class TicketsBU(Tickets):
         "regrow": ROUND_KEYS,
     }
     explore = {"regrow": True, "stop": True, "kept": 1}  # a ticket that regrows, loops of one round
+    reach = {"regrow": True, "stop": False}
 
     def stages(self, run: RunConfig, task: int, decide: Decide) -> Iterator[Stage]:
         yield from self.retrieve(run, task)
@@ -239,14 +242,12 @@ class TicketsBU(Tickets):
             yield decider
             if not decide(task, decider)["regrow"]:
                 return
-        r = 1
-        while True:
+        for r in range(1, BUArgs.of(run).max_rounds + 1):  # the stopping rule ends at max_rounds
             reads = start if r == 1 else prev(task, f"{kind}{r - 1}")
             loop = Stage(kind, reads | unlabeled, keys=self.stage_keys[kind], round=r, runtime=240, **deciding)
             yield loop
             if decide(task, loop)["stop"]:
                 return
-            r += 1
 
     def standing(self, run: RunConfig, task: int, decide: Decide) -> str:
         """The round the loop keeps (`train` or `ticket` when it keeps none)."""

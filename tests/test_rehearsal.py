@@ -21,7 +21,7 @@ from .workflow_helpers import ROOT, planned_jobs, snakemake, write_config
 SCHEMA = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
 PAPERS = sorted((ROOT / "config/papers").glob("*.yaml"))
 # The paper configurations CI rehearses end to end (benchmarks/README.md, "Rehearsals": times).
-REHEARSED_IN_CI = ["multistep", "cl-with-dst"]
+REHEARSED_IN_CI = ["multistep", "cl-with-dst", "lifelong-tickets"]
 
 
 @pytest.mark.parametrize("lengths", [[], [2], [2, 4, 3], [3, 1, 2]])

@@ -28,7 +28,7 @@ from .jobs import EvalJob, TrainJob
 from .methods import EvalContext, TaskContext, get_method
 from .models import create_backbone
 from .models.weights import maskable_parameters
-from .plans import STANDING, Ref, plan_of
+from .plans import Ref, plan_of
 from .scenarios import Scenario, load_scenario
 from .seeds import seed_stream
 from .stage_files import check_masks_fit, file_provenance, load_stage_file, load_weights
@@ -103,7 +103,7 @@ def expected(ref: Ref | None, task: int) -> tuple[tuple[int, ...], str]:
     does not name comes from the previous task or an earlier stage of this one."""
     if ref is None:
         return (task - 1, task), ""
-    return (ref.task,), "" if ref.stage == STANDING else ref.stage
+    return (ref.task,), ref.made_by
 
 
 def train(job: TrainJob) -> None:

@@ -25,7 +25,7 @@ import torch.nn as nn
 from ..config import RunConfig
 from ..engine import DeviceData, predict_logits
 from ..errors import ConfigError
-from ..plans import STANDING, Stage
+from ..plans import Stage
 from ..registry import Registry
 from ..scenarios import Scenario
 from ..stage_files import load_stage_file
@@ -56,8 +56,7 @@ class TaskContext:
         ref = self.planned.reads.get(name) if self.planned else None
         if name not in self.inputs or ref is None:
             raise ConfigError(f"stage {self.stage} of task {self.task}: needs --input {name}=<{what} file>")
-        stage = "" if ref.stage == STANDING else ref.stage
-        return load_stage_file(self.inputs[name], self.run, self.scenario, self.device, (ref.task,), what, stage)
+        return load_stage_file(self.inputs[name], self.run, self.scenario, self.device, (ref.task,), what, ref.made_by)
 
     def labels_of(self, tasks: range | list[int]) -> list[int]:
         return [label for t in tasks for label in self.scenario.tasks[t]]

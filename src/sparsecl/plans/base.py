@@ -27,6 +27,11 @@ class Ref:
     stage: str
     file: str = "model.pt"
 
+    @property
+    def made_by(self) -> str:
+        """The stage the file's provenance must name ('' for `STANDING`: whichever stood)."""
+        return "" if self.stage == STANDING else self.stage
+
 
 @dataclass(frozen=True)
 class Stage:

@@ -9,10 +9,11 @@
 `benchmark:` files recorded and the peak memory: the larger of the benchmark's and, for a job the
 stage server ran, the peak its forked process wrote as its log's last line. `project` counts the training image passes of the
 real run (images x epochs, x FOCIL's trials, + the tickets' retraining rounds; every multistep
-stage a full pass), per backbone, and divides them by a throughput measured here (forward and
+stage a full pass) and its evaluation's forward passes (FOCIL's grow with the square of the task
+count), per backbone, and divides them by a throughput measured here (forward and
 backward of the backbone at the dataset's input size on this machine's CPU) and, given the
 `gpu_check.json` of a GPU check, by the rate it measured for the same backbone, input size and
-batch size (bf16 autocast, as the engine trains on CUDA). Evaluation, retrieval and the per-job start are not in it.
+batch size (bf16 autocast, as the engine trains on CUDA). Retrieval and the per-job start are not in it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ from sparsecl.server import PEAK_RSS  # noqa: E402
 TRAIN_PER_CLASS = {
     "cifar10": 5000, "cifar100": 500, "mnist": 6000, "fashion_mnist": 6000,
     "tiny_imagenet": 500, "mini_imagenet": 500, "mini_imagenet84": 500,
+}  # fmt: skip
+# Test images per class of the real datasets (miniImageNet: the 100 its prepare step holds out).
+TEST_PER_CLASS = {
+    "cifar10": 1000, "cifar100": 100, "mnist": 1000, "fashion_mnist": 1000,
+    "tiny_imagenet": 50, "mini_imagenet": 100, "mini_imagenet84": 100,
 }  # fmt: skip
 MULTISTEP_STAGES = 3  # multistep's train / sparsity-training / distillation stages per task, counted as passes
 
@@ -115,6 +121,27 @@ def passes(run) -> float:
     return sum(task_images) * factor
 
 
+def evaluation_passes(run) -> float:
+    """Forward image passes of one real run's evaluations (module docstring): after task t, one
+    model over the test images of tasks 0..t; FOCIL's every expert over them (see
+    docs/methods/focil.md): standard only what is new (2t+1 task blocks), faithful all (t+1)^2, its
+    labelled batches, and after the last task the published BWT's second evaluation."""
+    spec, per_class = run.scenario, TEST_PER_CLASS[run.dataset]
+    from sparsecl.data import get_dataset
+
+    classes = get_dataset(run.dataset).num_classes
+    if spec.kind == "data":
+        return spec.num_tasks * classes * per_class * (MULTISTEP_STAGES + 1 if run.method == "multistep" else 1)
+    task, tasks = spec.classes_per_task * per_class, range(spec.num_tasks)
+    if run.method != "focil":
+        return sum((t + 1) * task for t in tasks)
+    if run.protocol == "standard":
+        return sum((2 * t + 1) * task for t in tasks)
+    batch = min(run.method_args.get("selection_batch", 10), task)
+    once = [(t + 1) ** 2 * task + (t + 1) * (t + 2) // 2 * batch for t in tasks]
+    return sum(once) + once[-1]
+
+
 def throughput(
     backbone: str,
     args: dict,
@@ -161,21 +188,23 @@ def throughput(
     return steps * batch / (time.perf_counter() - started)
 
 
-def training_shapes(config: Path) -> dict[tuple[str, str, str], tuple[float, int]]:
-    """(backbone, its args as one YAML line, dataset) -> (training image passes of the real runs,
-    their most common training batch size)."""
+def training_shapes(config: Path) -> dict[tuple[str, str, str], tuple[float, float, int]]:
+    """(backbone, its args as one YAML line, dataset) -> (training and evaluation image passes of
+    the real runs, their most common training batch size)."""
     from sparsecl.experiments import load_schema, plan_runs
 
     schema = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
     planned = plan_runs(yaml.safe_load(config.read_text()), schema)
     image_passes: dict[tuple, float] = defaultdict(float)
+    evaluated: dict[tuple, float] = defaultdict(float)
     batches: dict[tuple, list[int]] = defaultdict(list)
     for p in planned:
         run = p.run
         key = (run.backbone, yaml.safe_dump(run.backbone_args, default_flow_style=True).strip(), run.dataset)
         image_passes[key] += passes(run)
+        evaluated[key] += evaluation_passes(run)
         batches[key].append(run.train.batch_size)
-    return {key: (n, statistics.mode(batches[key])) for key, n in image_passes.items()}
+    return {key: (n, evaluated[key], statistics.mode(batches[key])) for key, n in image_passes.items()}
 
 
 def rate_key(backbone: str, args: str, dataset: str, batch: int) -> str:
@@ -191,7 +220,7 @@ def paper_rates(device: str, steps: int, backbones: tuple[str, ...] | None = Non
 
     rates = {}
     for config in sorted((ROOT / "config/papers").glob("*.yaml")):
-        for (backbone, args, dataset), (_, batch) in sorted(training_shapes(config).items()):
+        for (backbone, args, dataset), (_, _, batch) in sorted(training_shapes(config).items()):
             key = rate_key(backbone, args, dataset, batch)
             if key not in rates and (backbones is None or backbone in backbones):
                 spec = get_dataset(dataset)
@@ -202,18 +231,22 @@ def paper_rates(device: str, steps: int, backbones: tuple[str, ...] | None = Non
 
 
 def project(config: Path, gpu_rates: dict[str, dict] | None = None) -> None:
-    """The real run's training cost per backbone: on this machine's CPU, or (given a GPU check's
-    `paper_rates`) on that GPU, where a loaded CPU's figure would only add noise."""
+    """The real run's cost per backbone: on this machine's CPU, or (given a GPU check's
+    `paper_rates`) on that GPU, where a loaded CPU's figure would only add noise. Evaluation is
+    priced at the training rate: an upper bound, since a forward pass costs less than a step."""
     from sparsecl.data import get_dataset
 
     shapes = training_shapes(config)
     where = "GPU" if gpu_rates is not None else "CPU (here)"
     print(f"`{config.name}`: {len(yaml.safe_load(config.read_text())['experiments'])} experiments")
     print()
-    print(f"| backbone (args) | dataset | batch | training image passes | {where} img/s | {where} hours |")
-    print("|---|---|---|---|---|---|")
-    total, missing = 0.0, False
-    for (backbone, args, dataset), (n, batch) in sorted(shapes.items()):
+    print(
+        f"| backbone (args) | dataset | batch | training image passes | evaluation image passes | {where} img/s"
+        f" (training) | {where} hours, training | evaluation, at most |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    total, evaluation, missing = 0.0, 0.0, False
+    for (backbone, args, dataset), (n, e, batch) in sorted(shapes.items()):
         if gpu_rates is None:
             spec = get_dataset(dataset)
             rate = throughput(backbone, yaml.safe_load(args) or {}, spec.image_shape, spec.num_classes, batch)
@@ -221,11 +254,14 @@ def project(config: Path, gpu_rates: dict[str, dict] | None = None) -> None:
             rate = gpu_rates.get(rate_key(backbone, args, dataset, batch), {}).get("images_per_s")
         if rate is None:
             missing = True
-            print(f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | not measured | — |")
+            print(f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | {e:.3g} | not measured | — | — |")
             continue
-        total += n / rate / 3600
-        print(f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | {rate:,.0f} | {n / rate / 3600:,.1f} |")
-    print(f"| **total** | | | | | {'at least ' if missing else ''}**{total:,.1f}** |")
+        total, evaluation = total + n / rate / 3600, evaluation + e / rate / 3600
+        print(
+            f"| {backbone} `{args}` | {dataset} | {batch} | {n:.3g} | {e:.3g} | {rate:,.0f} | {n / rate / 3600:,.1f}"
+            f" | {e / rate / 3600:,.1f} |"
+        )
+    print(f"| **total** | | | | | | {'at least ' if missing else ''}**{total:,.1f}** | **{evaluation:,.1f}** |")
 
 
 if __name__ == "__main__":

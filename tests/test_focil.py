@@ -11,6 +11,7 @@ the validation images best.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from sparsecl.engine import DeviceData, train_epoch
 from sparsecl.errors import ConfigError, DataError
 from sparsecl.io import load_torch, sha256_file
 from sparsecl.jobs import EvalJob
-from sparsecl.methods import EvalContext, focil, focil_answers, get_method
+from sparsecl.methods import EvalContext, focil, focil_answers, focil_experts, get_method
 from sparsecl.methods.focil_experts import expert_outputs
 from sparsecl.methods.focil_routing import FALLBACK, RULES, Prototypes, choose_rule, route, rule_scores
 from sparsecl.models import create_backbone
@@ -199,6 +200,29 @@ def test_evaluation_reports_both_selection_rules_and_the_published_bwt(tmp_path)
     assert "bwt_final_model" not in pd.read_parquet(out / "task1" / "eval.parquet")
     hparams = load_torch(out / "task2" / "model.pt")["extra"]["hparams"]
     assert np.allclose(final["selected_sparsity"], [100 * (1 - h["density"]) for h in hparams])
+
+
+def test_an_evaluation_sets_each_experts_weights_once_however_many_images_it_answers(tmp_path, monkeypatch):
+    """Setting an expert's weights (the shared weights times its mask) costs more than forwarding a
+    test batch through it: the faithful evaluation after task t answers the test and validation
+    images of every seen task, each candidate's own labelled batch and the BWT's second pass with
+    every expert, yet sets each of the t+1 experts once."""
+    run = train_run(tmp_path, 3, protocol="faithful", scenario={"validation_fraction": 0.2})
+    set_to: list[dict] = []
+    expert_weights = focil_answers.expert_weights
+
+    @contextmanager
+    def counted(model):
+        with expert_weights(model) as use:
+            yield lambda mask: (set_to.append(mask), use(mask))
+
+    monkeypatch.setattr(focil_experts, "expert_weights", counted)
+    rows = pd.read_parquet(evaluate_task(run.config, run.data_dir, run.scenario, 2, run.out))
+    assert len(rows) == 3 and rows["bwt_final_model"].iloc[:2].notna().all()
+    masks = [MaskFile.from_dict(load_torch(run.out / f"task{t}" / "masks.pt")).mask for t in range(3)]
+    assert len(set_to) == 3
+    for used, mask in zip(set_to, masks, strict=True):
+        assert all(torch.equal(used[name], mask[name]) for name in mask)
 
 
 def test_each_expert_keeps_its_prototypes_and_auto_chooses_on_the_validation_split(tmp_path):

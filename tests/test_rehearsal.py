@@ -12,7 +12,7 @@ import yaml
 from sparsecl.data.synth import CHECKSUMS
 from sparsecl.errors import DataError
 from sparsecl.experiments import load_schema, plan_ledger, plan_runs, validate
-from sparsecl.rehearsal import covering_indices, covering_points, rehearsal_config
+from sparsecl.rehearsal import MAX_TASKS, covering_indices, covering_points, rehearsal_config
 from sparsecl.report import build_report
 from sparsecl.roots import NOTICE
 
@@ -21,7 +21,7 @@ from .workflow_helpers import ROOT, planned_jobs, snakemake, write_config
 SCHEMA = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
 PAPERS = sorted((ROOT / "config/papers").glob("*.yaml"))
 # The paper configurations CI rehearses end to end (benchmarks/README.md, "Rehearsals": times).
-REHEARSED_IN_CI = ["multistep", "cl-with-dst", "lifelong-tickets"]
+REHEARSED_IN_CI = ["multistep", "cl-with-dst", "lifelong-tickets", "focil"]
 
 
 @pytest.mark.parametrize("lengths", [[], [2], [2, 4, 3], [3, 1, 2]])
@@ -49,9 +49,11 @@ def test_a_rehearsal_keeps_methods_protocols_backbones_and_scenarios_and_shrinks
             twin.method, twin.protocol, twin.backbone, twin.backbone_args, twin.dataset,
         )  # fmt: skip
         sizes = {"validation_fraction", "exemplars_per_class"}  # shrunk, but present where the paper has them
-        assert {k: v for k, v in vars(run.scenario).items() if k not in sizes} == {
-            k: v for k, v in vars(twin.scenario).items() if k not in sizes
+        kept_as_is = sizes | {"num_tasks"}
+        assert {k: v for k, v in vars(run.scenario).items() if k not in kept_as_is} == {
+            k: v for k, v in vars(twin.scenario).items() if k not in kept_as_is
         }
+        assert run.scenario.num_tasks == min(twin.scenario.num_tasks, MAX_TASKS)
         for key in sizes:
             assert bool(getattr(run.scenario, key)) == bool(getattr(twin.scenario, key))
         assert run.train.epochs == 1
@@ -65,6 +67,26 @@ def test_a_rehearsal_keeps_methods_protocols_backbones_and_scenarios_and_shrinks
     assert len(plan_ledger(rehearsal, planned)) == len(plan_ledger(real, real_planned))
     for source, entry in rehearsal["data"]["sources"].items():
         assert entry["checksums"] == CHECKSUMS[source] and entry["path"].startswith("resources/rehearsal/synth/")
+
+
+def test_only_focils_100_task_tiny_imagenet_is_cut_to_the_longest_other_scenario():
+    cut = {}
+    for path in PAPERS:
+        real = validate(yaml.safe_load(path.read_text()), SCHEMA)
+        rehearsal = rehearsal_config(copy.deepcopy(real), "resources/rehearsal")
+        for name, experiment in real["experiments"].items():
+            tasks = experiment["scenario"]["num_tasks"]
+            if rehearsal["experiments"][name]["scenario"]["num_tasks"] != tasks:
+                cut[path.stem, name] = tasks
+            elif path.stem != "focil" or "tiny" not in name:
+                assert tasks <= MAX_TASKS
+    assert cut == {("focil", "readme_tiny_imagenet_100task"): 100}
+    assert MAX_TASKS == max(
+        experiment["scenario"].get("num_tasks", 5)
+        for path in PAPERS
+        for name, experiment in yaml.safe_load(path.read_text())["experiments"].items()
+        if name != "readme_tiny_imagenet_100task"
+    )
 
 
 def exercised(runs) -> set[tuple]:

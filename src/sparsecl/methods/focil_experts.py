@@ -30,7 +30,7 @@ task's images are computed once and recorded (`focil_answers`); faithful compute
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -77,21 +77,6 @@ def labelled_choice(over_all: torch.Tensor, y: torch.Tensor, group: int) -> int:
     return int(hits.argmax())
 
 
-@torch.no_grad()
-def labelled_choice_fresh_batches(
-    ctx: EvalContext, data: DeviceData, masks: list[dict[str, torch.Tensor]], idx: torch.Tensor, s: EvalSettings
-) -> int:
-    """The published rule: each candidate is scored on its own newly shuffled batch (ties: earliest)."""
-    hits = []
-    with expert_weights(ctx.model) as use:
-        for mask in masks:
-            pick = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)[: s.selection_batch]]
-            x, y = data.batch(pick, ctx.generator, augment=s.augment)
-            use(mask)
-            hits.append(float((forward(ctx.model, x, s.batch)[0].argmax(1) == y).float().mean()))
-    return max(range(len(hits)), key=lambda m: (hits[m], -m))
-
-
 @dataclass
 class Experts:
     """What every evaluation of one model shares: the experts' masks, classes and prototypes."""
@@ -101,18 +86,65 @@ class Experts:
     prototypes: list[Prototypes]
 
 
-def shuffled_answers(
-    ctx: EvalContext, data: DeviceData, idx: torch.Tensor, experts: Experts, s: EvalSettings, recorded: Answers | None
-) -> tuple[Answers, torch.Tensor, torch.Tensor]:
-    """Every expert's answers on images `idx` in one seeded shuffled order (from `recorded`, their
-    answers in stored order, when given), the images' labels and indices in that order."""
+@dataclass
+class Draw:
+    """One scoring of task j's images: the seeded shuffled order, and what the experts must answer.
+
+    All draws of an evaluation are made before any forward pass, in a fixed order, and the experts
+    then answer them one expert at a time: setting an expert's weights (the shared weights times its
+    mask) costs more than forwarding a test batch, so it is done once per expert and evaluation, not
+    once per expert and task."""
+
+    j: int
+    idx: torch.Tensor  # the images' indices in the shuffled order
+    y: torch.Tensor
+    x: torch.Tensor | None  # the images every expert answers; None where recorded answers are read
+    fresh: list[tuple[torch.Tensor, torch.Tensor]]  # the published rule: candidate m's own labelled batch
+    answers: Answers | None = None
+    blocks: list[Answers] = field(default_factory=list)
+    fresh_hits: list[float] = field(default_factory=list)
+
+
+def draw(
+    ctx: EvalContext, data: DeviceData, j: int, idx: torch.Tensor, s: EvalSettings, recorded: Answers | None, fresh: int
+) -> Draw:
+    """Task j's images `idx` in one seeded shuffled order (answered from `recorded`, their answers in
+    stored order, when given), and `fresh` newly shuffled labelled batches for the published rule."""
     order = torch.randperm(len(idx), generator=ctx.generator, device=idx.device)
     idx = idx[order]
     if recorded is not None:
-        return recorded.take(order), data.labels[idx], idx
-    x, y = data.batch(idx, ctx.generator, augment=s.augment)
-    logits, features = expert_outputs(ctx.model, experts.masks, x, s.batch)
-    return Answers.of(logits, features, experts.labels, experts.prototypes), y, idx
+        d = Draw(j, idx, data.labels[idx], None, [], answers=recorded.take(order))
+    else:
+        x, y = data.batch(idx, ctx.generator, augment=s.augment)
+        d = Draw(j, idx, y, x, [])
+    for _ in range(fresh):
+        pick = idx[torch.randperm(len(idx), generator=ctx.generator, device=idx.device)[: s.selection_batch]]
+        d.fresh.append(data.batch(pick, ctx.generator, augment=s.augment))
+    return d
+
+
+@torch.no_grad()
+def answer(model: nn.Module, experts: Experts, draws: list[Draw], batch: int) -> None:
+    """Every expert's answers on the images of `draws` that need them, and each fresh batch's
+    accuracy (argmax over all logits) under its candidate expert."""
+    busy = [m for m in range(len(experts.masks)) if any(d.x is not None or m < len(d.fresh) for d in draws)]
+    if not busy:
+        return
+    with expert_weights(model) as use:
+        for m in busy:
+            use(experts.masks[m])
+            for d in draws:
+                if d.x is not None:
+                    logits, features = forward(model, d.x, batch)
+                    d.blocks.append(
+                        Answers.of(logits[None], features[None], [experts.labels[m]], [experts.prototypes[m]])
+                    )
+                if m < len(d.fresh):
+                    x, y = d.fresh[m]
+                    d.fresh_hits.append(float((forward(model, x, batch)[0].argmax(1) == y).float().mean()))
+    for d in draws:
+        if d.x is not None:
+            d.answers = Answers.stack(d.blocks)
 
 
 def routes(answers: Answers, group: int) -> dict[str, torch.Tensor]:
@@ -121,13 +153,11 @@ def routes(answers: Answers, group: int) -> dict[str, torch.Tensor]:
     return {rule: route(answers.scores[:, r], group).repeat_interleave(group)[:n] for r, rule in enumerate(RULES)}
 
 
-def score_task(
-    ctx: EvalContext, data: DeviceData, experts: Experts, j: int, s: EvalSettings, rule: str, record: Record | None
-) -> dict[str, float]:
-    recorded = record.answers("test", j) if record is not None else None
-    answers, y, idx = shuffled_answers(ctx, data, ctx.test_index(j), experts, s, recorded)
+def score_task(d: Draw, s: EvalSettings, rule: str) -> dict[str, float]:
+    answers, y, j = d.answers, d.y, d.j
+    assert answers is not None
     if s.fresh_labelled_batches:
-        chosen = labelled_choice_fresh_batches(ctx, data, experts.masks[: j + 1], idx, s)
+        chosen = max(range(len(d.fresh_hits)), key=lambda m: (d.fresh_hits[m], -m))
     else:
         chosen = labelled_choice(answers.over_all[: j + 1], y, s.selection_batch)
     scores = {
@@ -143,21 +173,15 @@ def score_task(
     return scores
 
 
-def validation_routing(ctx: EvalContext, experts: Experts, s: EvalSettings, record: Record | None) -> dict[str, float]:
+def validation_routing(draws: list[Draw], group: int) -> dict[str, float]:
     """Per rule, the share (%) of validation groups of the seen tasks routed to the right expert."""
-    val = ctx.validation
-    assert val is not None
     hits = dict.fromkeys(RULES, 0)
     total = 0
-    for j in range(ctx.task + 1):
-        idx = val.indices_of(ctx.scenario.tasks[j])
-        if len(idx) == 0:
-            continue
-        recorded = record.answers("validation", j) if record is not None else None
-        answers, _, _ = shuffled_answers(ctx, val, idx, experts, s, recorded)
-        for rule, chosen in routes(answers, s.selection_batch).items():
-            hits[rule] += int((chosen[:: s.selection_batch] == j).sum())
-        total += -(-len(idx) // s.selection_batch)
+    for d in draws:
+        assert d.answers is not None
+        for rule, chosen in routes(d.answers, group).items():
+            hits[rule] += int((chosen[::group] == d.j).sum())
+        total += -(-len(d.idx) // group)
     return {rule: 100.0 * hits[rule] / max(total, 1) for rule in RULES}
 
 
@@ -208,15 +232,31 @@ def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
         prototypes=[Prototypes.from_dict(p) for p in ctx.extra["prototypes"]],
     )
     record = recorded_answers(ctx, experts, s) if s.recorded else None
-    validated = validation_routing(ctx, experts, s, record) if ctx.validation is not None else {}
+    final = ctx.task == len(ctx.scenario.tasks) - 1
+    again = s.labelled_cil and final  # the published BWT: column j evaluated again with the same final model
+    val_draws, test_draws, again_draws = [], [], {}
+    if ctx.validation is not None:
+        for j in range(ctx.task + 1):
+            idx = ctx.validation.indices_of(ctx.scenario.tasks[j])
+            if len(idx) > 0:
+                recorded = record.answers("validation", j) if record is not None else None
+                val_draws.append(draw(ctx, ctx.validation, j, idx, s, recorded, fresh=0))
+    fresh = s.fresh_labelled_batches
+    for j in range(ctx.task + 1):
+        recorded = record.answers("test", j) if record is not None else None
+        test_draws.append(draw(ctx, data, j, ctx.test_index(j), s, recorded, fresh=j + 1 if fresh else 0))
+        if again and j < ctx.task:
+            again_draws[j] = draw(ctx, data, j, ctx.test_index(j), s, recorded, fresh=j + 1 if fresh else 0)
+    answer(ctx.model, experts, [*val_draws, *test_draws, *again_draws.values()], s.batch)
+    validated = validation_routing(val_draws, s.selection_batch) if ctx.validation is not None else {}
     rule = s.score
     if rule == AUTO:
         rule = choose_rule(validated) if validated else FALLBACK
     hparams = ctx.extra["hparams"]  # (lr, density, trial) of every expert so far
-    final = ctx.task == len(ctx.scenario.tasks) - 1
     rows = []
-    for j in range(ctx.task + 1):
-        scores = score_task(ctx, data, experts, j, s, rule, record)
+    for d in test_draws:
+        j = d.j
+        scores = score_task(d, s, rule)
         row = {
             "task_trained": ctx.task,
             "task_eval": j,
@@ -229,9 +269,9 @@ def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
             "selected_sparsity": 100.0 * (1.0 - hparams[j]["density"]),  # %, as the paper reports it
             "selected_lr": hparams[j]["lr"],  # as sampled (faithful trains at lr_gamma^2 x this)
         }
-        if s.labelled_cil and final:  # the published BWT: column j evaluated again with the same final model
-            again = score_task(ctx, data, experts, j, s, rule, record)["labelled_acc"] if j < ctx.task else float("nan")
-            row["bwt_final_model"] = scores["labelled_acc"] - again
+        if again:
+            repeat = score_task(again_draws[j], s, rule)["labelled_acc"] if j < ctx.task else float("nan")
+            row["bwt_final_model"] = scores["labelled_acc"] - repeat
         rows.append(row)
     return rows
 

@@ -2,7 +2,8 @@
 a DST update, the training rate of every paper configuration's backbone at its input size and batch
 (`rehearsal.py project --gpu-rates`), the paper runs' projected wall times and their targets, and the workflow end to end
 on a synthetic CIFAR-100; one JSON and one log. Started by `gpu_check.sh`, which prepares the
-environment (see benchmarks/README.md, "GPU").
+environment (see benchmarks/README.md, "GPU"). With `--rehearsals`, only the named paper
+configurations' rehearsals, on the GPU when there is one.
 
 On the GPU every section has a time cap and the whole check a deadline (the plan's budget,
 counted from `--started`, when the shell script began); the JSON is rewritten after every
@@ -202,6 +203,46 @@ def workflow(check: Check) -> dict:
     }  # fmt: skip
 
 
+REHEARSALS_BUDGET_S = 530  # all rehearsals together, inside one 10-minute call with the wheel installation
+
+
+def rehearsals(names: list[str], started: float, budget_s: float | None, log) -> dict:
+    """Each named paper configuration's rehearsal (`--config rehearse=true`), on the device its
+    `device: auto` resolves to, with every job its own process sharing the GPU (`gpu` resource = the
+    cores): completed or not, its steps, wall time, and the device every `eval.parquet` records.
+    With a budget, each rehearsal gets an equal share of what is left when it starts."""
+    cores = os.cpu_count() or 2
+    report = {}
+    for i, name in enumerate(names):
+        work = Path(tempfile.mkdtemp(prefix=f"sparsecl-rehearsal-{name}-"))
+        shutil.copy(ROOT / "config/papers" / f"{name}.yaml", work / "config.yaml")
+        until = None
+        if budget_s is not None:
+            until = time.time() + (started + budget_s - time.time()) / (len(names) - i)
+        cmd = [sys.executable, "-m", "snakemake", "all", "--cores", str(cores), "--resources", f"gpu={cores}",
+               "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile",
+               str(work / "config.yaml"), "--config", "rehearse=true"]  # fmt: skip
+        begun = time.time()
+        rc, output = run_killable(cmd, until, cwd=work)
+        seconds = round(time.time() - begun, 1)
+        steps = re.findall(r"^(\d+) of (\d+) steps", output, re.MULTILINE)
+        root = work / "results/rehearsal" / yaml.safe_load((work / "config.yaml").read_text())["name"]
+        evals = sorted(root.glob("runs/**/eval.parquet"))
+        devices = sorted({str(read_parquet_provenance(p).get("device")) for p in evals})
+        log(f"{name}: rc {rc}, {steps[-1] if steps else 'no step'} done, {seconds} s, devices {devices}")
+        if rc != 0:
+            print(output[-3000:], flush=True)
+        report[name] = {
+            "returncode": rc, "timed_out": rc is None, "seconds": seconds,
+            "steps_done": int(steps[-1][0]) if steps else 0, "steps": int(steps[-1][1]) if steps else None,
+            "eval_files": len(evals), "devices": devices,
+            "ledger_first_line": (root / "tables/reproduction.md").read_text().splitlines()[0]
+            if (root / "tables/reproduction.md").exists() else None,
+        }  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
 def run_compile_probe(check: Check) -> dict:
     if not check.plan.compile:
         return {"status": "skipped in this mode"}
@@ -224,10 +265,19 @@ def main() -> None:
     parser.add_argument("--started", type=float, default=time.time(), help="epoch seconds the check began")
     parser.add_argument("--setup", type=Path, help="JSON written by the wheel installation")
     parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rehearsals", help="only these paper configs' rehearsals (comma-separated names)")
     args = parser.parse_args()
     if args.compile_probe:
         torch.backends.cudnn.benchmark = True
         print(json.dumps(compile_probe(torch.device("cuda"), GPU.speed.seconds)), flush=True)
+        return
+    if args.rehearsals:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        check = Check(SMOKE if device.type == "cpu" else GPU, args.out, args.started)
+        check.report["setup"] = json.loads(args.setup.read_text()) if args.setup and args.setup.exists() else {}
+        check.section("environment", lambda: environment(device))
+        budget = REHEARSALS_BUDGET_S if device.type == "cuda" else None
+        check.section("rehearsals", lambda: rehearsals(args.rehearsals.split(","), args.started, budget, check.log))
         return
     plan = SMOKE if args.cpu_smoke else GPU
     device = torch.device(plan.device)

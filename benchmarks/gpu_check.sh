@@ -5,11 +5,16 @@
 #
 #   bash benchmarks/gpu_check.sh OUTDIR              # on a CUDA machine; installs .wheels/ first
 #   bash benchmarks/gpu_check.sh OUTDIR --cpu-smoke  # tiny sizes on the CPU, this environment
+#   bash benchmarks/gpu_check.sh OUTDIR --rehearsals [NAMES]  # paper configs' rehearsals on CUDA
 set -euo pipefail
-[ $# -ge 1 ] || { echo "usage: bash benchmarks/gpu_check.sh OUTDIR [--cpu-smoke]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bash benchmarks/gpu_check.sh OUTDIR [--cpu-smoke | --rehearsals [NAMES]]" >&2; exit 2; }
 OUTDIR=$(mkdir -p "$1" && cd "$1" && pwd)
 MODE=${2:-}
-[ -z "$MODE" ] || [ "$MODE" = --cpu-smoke ] || { echo "unknown option: $MODE" >&2; exit 2; }
+case "$MODE" in
+    "" | --cpu-smoke) ;;
+    --rehearsals) MODE="--rehearsals ${3:-focil,lifelong-tickets,multistep,cl-with-dst}" ;;
+    *) echo "unknown option: $MODE" >&2; exit 2 ;;
+esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 STARTED=$(date +%s)

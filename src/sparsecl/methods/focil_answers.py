@@ -54,6 +54,14 @@ class Answers:
         return cls(scores.float(), logits.argmax(2), own.gather(1, own_logits.argmax(2)))
 
     @classmethod
+    def of_expert(
+        cls, model: nn.Module, x: torch.Tensor, batch: int, labels: list[int], prototypes: Prototypes
+    ) -> Answers:
+        """One expert's answers on `x`, with the model's weights already set to that expert's."""
+        logits, features = forward(model, x, batch)
+        return cls.of(logits[None], features[None], [labels], [prototypes])
+
+    @classmethod
     def stack(cls, blocks: list[Answers]) -> Answers:
         return cls(*(torch.cat([getattr(b, f) for b in blocks]) for f in ("scores", "over_all", "over_own")))
 
@@ -139,9 +147,10 @@ class Record:
                 if missing:
                     use(mask)
                 for split, j in missing:
-                    logits, features = forward(self.model, images(split, j), batch)
-                    block = Answers.of(logits[None], features[None], [self.labels[m]], [self.prototypes[m]])
-                    self.blocks[split, m, j] = block
+                    x = images(split, j)
+                    self.blocks[split, m, j] = Answers.of_expert(
+                        self.model, x, batch, self.labels[m], self.prototypes[m]
+                    )
 
     def answers(self, split: str, j: int) -> Answers:
         return Answers.stack([self.blocks[split, m, j] for m in range(self.task + 1)])

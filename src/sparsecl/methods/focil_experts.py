@@ -86,14 +86,18 @@ class Experts:
     prototypes: list[Prototypes]
 
 
+MAX_HELD_IMAGES = 20_000  # drawn test images an evaluation holds at once: about 1 GB of float32 at 64x64
+
+
 @dataclass
 class Draw:
     """One scoring of task j's images: the seeded shuffled order, and what the experts must answer.
 
-    All draws of an evaluation are made before any forward pass, in a fixed order, and the experts
-    then answer them one expert at a time: setting an expert's weights (the shared weights times its
-    mask) costs more than forwarding a test batch, so it is done once per expert and evaluation, not
-    once per expert and task."""
+    The draws of an evaluation are made in a fixed order, and the experts answer them one expert at
+    a time, up to MAX_HELD_IMAGES drawn images at once: setting an expert's weights (the shared
+    weights times its mask) costs more than forwarding a test batch, so it is done once per expert
+    and group of draws, not once per expert and task. The answers do not depend on the grouping
+    (forward passes draw no random numbers)."""
 
     j: int
     idx: torch.Tensor  # the images' indices in the shuffled order
@@ -103,6 +107,11 @@ class Draw:
     answers: Answers | None = None
     blocks: list[Answers] = field(default_factory=list)
     fresh_hits: list[float] = field(default_factory=list)
+
+    @property
+    def held(self) -> int:
+        """Images drawn and not yet answered."""
+        return (0 if self.x is None else len(self.x)) + sum(len(x) for x, _ in self.fresh)
 
 
 def draw(
@@ -126,7 +135,7 @@ def draw(
 @torch.no_grad()
 def answer(model: nn.Module, experts: Experts, draws: list[Draw], batch: int) -> None:
     """Every expert's answers on the images of `draws` that need them, and each fresh batch's
-    accuracy (argmax over all logits) under its candidate expert."""
+    accuracy (argmax over all logits) under its candidate expert; the images are then let go."""
     busy = [m for m in range(len(experts.masks)) if any(d.x is not None or m < len(d.fresh) for d in draws)]
     if not busy:
         return
@@ -135,16 +144,14 @@ def answer(model: nn.Module, experts: Experts, draws: list[Draw], batch: int) ->
             use(experts.masks[m])
             for d in draws:
                 if d.x is not None:
-                    logits, features = forward(model, d.x, batch)
-                    d.blocks.append(
-                        Answers.of(logits[None], features[None], [experts.labels[m]], [experts.prototypes[m]])
-                    )
+                    d.blocks.append(Answers.of_expert(model, d.x, batch, experts.labels[m], experts.prototypes[m]))
                 if m < len(d.fresh):
                     x, y = d.fresh[m]
                     d.fresh_hits.append(float((forward(model, x, batch)[0].argmax(1) == y).float().mean()))
     for d in draws:
         if d.x is not None:
-            d.answers = Answers.stack(d.blocks)
+            d.answers, d.x, d.blocks = Answers.stack(d.blocks), None, []
+        d.fresh = []
 
 
 def routes(answers: Answers, group: int) -> dict[str, torch.Tensor]:
@@ -235,19 +242,29 @@ def evaluate_experts(ctx: EvalContext, s: EvalSettings) -> list[dict[str, Any]]:
     final = ctx.task == len(ctx.scenario.tasks) - 1
     again = s.labelled_cil and final  # the published BWT: column j evaluated again with the same final model
     val_draws, test_draws, again_draws = [], [], {}
+    pending: list[Draw] = []
+
+    def drawn(d: Draw) -> Draw:
+        """`d`, with every pending draw answered once they hold MAX_HELD_IMAGES images."""
+        pending.append(d)
+        if sum(p.held for p in pending) >= MAX_HELD_IMAGES:
+            answer(ctx.model, experts, pending, s.batch)
+            pending.clear()
+        return d
+
     if ctx.validation is not None:
         for j in range(ctx.task + 1):
             idx = ctx.validation.indices_of(ctx.scenario.tasks[j])
             if len(idx) > 0:
                 recorded = record.answers("validation", j) if record is not None else None
-                val_draws.append(draw(ctx, ctx.validation, j, idx, s, recorded, fresh=0))
+                val_draws.append(drawn(draw(ctx, ctx.validation, j, idx, s, recorded, fresh=0)))
     fresh = s.fresh_labelled_batches
     for j in range(ctx.task + 1):
         recorded = record.answers("test", j) if record is not None else None
-        test_draws.append(draw(ctx, data, j, ctx.test_index(j), s, recorded, fresh=j + 1 if fresh else 0))
+        test_draws.append(drawn(draw(ctx, data, j, ctx.test_index(j), s, recorded, fresh=j + 1 if fresh else 0)))
         if again and j < ctx.task:
-            again_draws[j] = draw(ctx, data, j, ctx.test_index(j), s, recorded, fresh=j + 1 if fresh else 0)
-    answer(ctx.model, experts, [*val_draws, *test_draws, *again_draws.values()], s.batch)
+            again_draws[j] = drawn(draw(ctx, data, j, ctx.test_index(j), s, recorded, fresh=j + 1 if fresh else 0))
+    answer(ctx.model, experts, pending, s.batch)
     validated = validation_routing(val_draws, s.selection_batch) if ctx.validation is not None else {}
     rule = s.score
     if rule == AUTO:
